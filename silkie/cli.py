@@ -9,18 +9,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-class UsageError(Exception):
-    """Bad input the user can fix; printed as one line, exit code 2."""
+from silkie import InputError
 
 
 def world_make(args: argparse.Namespace) -> None:
     from silkie.world.make import write
 
     if args.n < 1:
-        raise UsageError("--n must be at least 1")
-    path = write(args.out, n=args.n, seed=args.seed)
-    print(f"wrote {args.n} mini-world instructions to {path} (images in {path.parent / 'images'})")
+        raise InputError("--n must be at least 1")
+    path, added = write(args.out, n=args.n, seed=args.seed)
+    print(f"{path}: {added} new mini-world instructions, {args.n - added} already there "
+          f"(images in {path.parent / 'images'})")
 
 
 def world_models(args: argparse.Namespace) -> None:
@@ -75,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args) or 0
-    except UsageError as error:
-        parser.exit(2, f"silkie: error: {error}\n")
-    except (FileNotFoundError, ValueError) as error:
+    except (InputError, FileNotFoundError) as error:
         print(f"silkie: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from silkie import InputError
+
 MAX_PIXELS = 40_000_000
 # Pillow format name -> file extension; anything else is refused even if Pillow could read it.
 IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif", "BMP": "bmp"}
@@ -26,11 +28,11 @@ _JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a num
                bool: "a boolean", type(None): "null"}
 
 
-class RecordError(ValueError):
+class RecordError(InputError):
     """A record that cannot be used; the message names it (file:line and/or id) and says why."""
 
 
-class ImageError(ValueError):
+class ImageError(InputError):
     """An image that cannot be used; the message names the file and says why."""
 
 
@@ -263,11 +265,11 @@ def record_kind(path, kind: str | None = None) -> str:
     """The record type a stage file holds: `kind` if given, else from its name."""
     kind = kind or next((k for k in _KINDS if Path(path).name.startswith(k)), None)
     if kind not in _KINDS:
-        raise ValueError(f"cannot tell the record type of {Path(path).name}; name it with --kind")
+        raise InputError(f"cannot tell the record type of {Path(path).name}; name it with --kind")
     return kind
 
 
-def read_checked(path, kind: str | None = None, images: bool = True) -> Iterator[tuple[int, dict | ValueError]]:
+def read_checked(path, kind: str | None = None, images: bool = True) -> Iterator[tuple[int, dict | InputError]]:
     """read_jsonl plus the stage's schema check (and, for instructions, the image), record by record.
 
     `kind` defaults to the file name (instructions.jsonl -> instruction). Each bad record comes back
@@ -285,7 +287,7 @@ def read_checked(path, kind: str | None = None, images: bool = True) -> Iterator
             check(record)
             if "image" in record and images:
                 load_image(resolve_inside(path.parent, record["image"]))
-        except ValueError as error:
+        except InputError as error:
             yield number, RecordError(f"{path}:{number}: {error}")
             continue
         yield number, record

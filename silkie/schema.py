@@ -13,12 +13,14 @@ from typing import Any
 
 from datasets import Features, Image, List, Sequence, Value
 
+from silkie import InputError
+
 # Facts of the VLFeedback release: the three aspects, in the order the judge writes them.
 ASPECTS = ("Helpfulness", "Ethical Considerations", "Visual Faithfulness")
 RATING_SCALE = range(1, 6)  # judges write 1..5; the rating is stored as the string they wrote
 
 
-class SchemaError(ValueError):
+class SchemaError(InputError):
     """A record that breaks its stage's contract; the message is one line naming the record."""
 
 

@@ -35,22 +35,28 @@ def generate(n: int, seed: int = 0) -> Iterator[tuple[dict, Scene]]:
         scene_index += 1
 
 
-def write(out_dir: str | Path, n: int, seed: int = 0) -> Path:
-    """Write `out_dir/instructions.jsonl` and `out_dir/images/`; resumes and never duplicates."""
+def write(out_dir: str | Path, n: int, seed: int = 0) -> tuple[Path, int]:
+    """Write `out_dir/instructions.jsonl` and `out_dir/images/`; resumes and never duplicates.
+
+    Returns the file and how many records this call added.
+    """
+    from tqdm import tqdm
+
     from silkie.io import JsonlWriter, store_image
 
     out_dir = Path(out_dir)
     path = out_dir / "instructions.jsonl"
     stored: dict[Scene, str] = {}  # a yes/no pair shares its image: draw and hash it once
+    added = 0
     with JsonlWriter(path) as writer:
-        for record, scene in generate(n, seed):
+        for record, scene in tqdm(generate(n, seed), total=n, desc="world make", unit="item", leave=False):
             if (record["id"],) in writer:
                 continue
             if scene not in stored:
                 stored = {scene: store_image(png_bytes(render(scene)), out_dir / "images")}
             record["image"] = stored[scene]
-            writer.write({k: record[k] for k in ("id", "source", "prompt", "image", "meta")})
-    return path
+            added += writer.write({k: record[k] for k in ("id", "source", "prompt", "image", "meta")})
+    return path, added
 
 
 def corpus(n: int = 4000, seed: int = 0) -> list[str]:
