@@ -30,6 +30,42 @@ def world_models(args: argparse.Namespace) -> None:
         print(f"wrote untrained {name} to {path}")
 
 
+def world_train_pool(args: argparse.Namespace) -> None:
+    from silkie.chat import WORLD_POOL
+    from silkie.world.train_pool import train_pool
+
+    manifest = train_pool(args.out or WORLD_POOL, seed=args.seed)
+    print(f"trained the mini pool into {manifest.parent}; measured quality in {manifest}")
+
+
+def collect_instructions(args: argparse.Namespace) -> None:
+    from silkie.sources import collect, parse_quota
+
+    quotas = dict(parse_quota(text) for text in args.quota or [])
+    summary = collect(args.source, args.out, n=args.n, seed=args.seed, quotas=quotas, images_root=args.images_root)
+    print(summary.table())
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard takes I/N, e.g. 0/4, got {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"--shard {text}: need 0 <= I < N")
+    return index, count
+
+
+def generate(args: argparse.Namespace) -> None:
+    from silkie.pool.config import load_pool
+    from silkie.pool.generate import generate as run
+
+    summary = run(load_pool(args.pool), args.instructions, args.out, per_instruction=args.per_instruction,
+                  seed=args.seed, shard=args.shard)
+    print(summary.table())
+    print(f"completions in {summary.out}")
+
+
 def validate(args: argparse.Namespace) -> int:
     from silkie.io import read_checked, record_kind
 
@@ -60,6 +96,35 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--out", required=True, help="folder for tiny-qwen2-vl/ and tiny-llava/")
     models.add_argument("--seed", type=int, default=0)
     models.set_defaults(func=world_models)
+    pool = world_commands.add_parser("train-pool", help="train the mini pool of tiny models of graded quality")
+    pool.add_argument("--out", default=None, help="output folder (default: the shipped pool, silkie/world/trained)")
+    pool.add_argument("--seed", type=int, default=0)
+    pool.set_defaults(func=world_train_pool)
+
+    gather = commands.add_parser("collect", help="sample instructions from dataset releases and the mini world")
+    gather.add_argument("--source", action="append", required=True, metavar="NAME[OPTIONS][=PATH]",
+                        help="repeatable; NAME is llava, svit, llavar, lrv, comvint, m3it, vlsafe, jsonl, hub or mini; "
+                             "PATH its file or folder (hub: a dataset id); OPTIONS e.g. "
+                             "'jsonl[prompt=question,image=img,images=DIR,name=LABEL]=data.jsonl'")
+    gather.add_argument("--quota", action="append", metavar="NAME=N",
+                        help="take N from source NAME (repeatable; default: the paper's mix, scaled to --n)")
+    gather.add_argument("--images-root", metavar="DIR",
+                        help="where relative image paths resolve (default: each source file's folder)")
+    gather.add_argument("--n", type=int, required=True, help="instructions to collect in all")
+    gather.add_argument("--seed", type=int, default=0)
+    gather.add_argument("--out", required=True,
+                        help="the instructions file, e.g. runs/x/instructions.jsonl; images/ go beside it")
+    gather.set_defaults(func=collect_instructions)
+
+    gen = commands.add_parser("generate", help="answer each instruction with K models of a pool")
+    gen.add_argument("--pool", default="mini", help="pool preset name or YAML file (default: mini)")
+    gen.add_argument("--instructions", required=True, help="RUN/instructions.jsonl")
+    gen.add_argument("--out", required=True, help="RUN/completions.jsonl (shards add .shard-I-of-N)")
+    gen.add_argument("--per-instruction", type=int, default=None, help="models per instruction (default: the pool's)")
+    gen.add_argument("--seed", type=int, default=0, help="seed of the model assignment")
+    gen.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
+                     help="do shard I of N (split by instruction id), so N machines share the work")
+    gen.set_defaults(func=generate)
 
     check = commands.add_parser("validate", help="check a stage's JSONL file record by record")
     check.add_argument("path", help="instructions.jsonl, completions.jsonl or annotations.jsonl")

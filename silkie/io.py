@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import io
 import json
@@ -261,6 +262,28 @@ def resolve_inside(root, relpath) -> Path:
 _KINDS = {"instruction": "check_instruction", "completion": "check_completion", "annotation": "check_annotation"}
 
 
+def shard_path(path, index: int, count: int) -> Path:
+    """Where shard `index` of `count` writes: completions.jsonl -> completions.shard-0-of-4.jsonl."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.shard-{index}-of-{count}{path.suffix}")
+
+
+def stage_files(path) -> list[Path]:
+    """A stage's output as it lies on disk: the file and any shards of it, read as one file."""
+    path = Path(path)
+    shards = sorted(path.parent.glob(f"{glob.escape(path.stem)}.shard-*-of-*{path.suffix}"))
+    return ([path] if path.exists() else []) + shards
+
+
+def read_stage(path) -> Iterator[tuple[int, dict | RecordError]]:
+    """read_jsonl over a file and its shards; missing altogether is an error, as for one file."""
+    files = stage_files(path)
+    if not files:
+        raise FileNotFoundError(f"no such file (or shards of it): {path}")
+    for file in files:
+        yield from read_jsonl(file)
+
+
 def record_kind(path, kind: str | None = None) -> str:
     """The record type a stage file holds: `kind` if given, else from its name."""
     kind = kind or next((k for k in _KINDS if Path(path).name.startswith(k)), None)
@@ -279,7 +302,7 @@ def read_checked(path, kind: str | None = None, images: bool = True) -> Iterator
 
     path = Path(path)
     check = getattr(schema, _KINDS[record_kind(path, kind)])
-    for number, record in read_jsonl(path):
+    for number, record in read_stage(path):
         if isinstance(record, RecordError):
             yield number, record
             continue

@@ -27,7 +27,7 @@ def test_bad_usage_exits_2_with_one_line(tmp_path, capsys):
                             capture_output=True, text=True)
     assert result.returncode == 2 and "invalid int value: 'ten'" in result.stderr
     assert main(["validate", str(tmp_path / "missing" / "instructions.jsonl")]) == 2
-    assert "No such file" in capsys.readouterr().err
+    assert "no such file" in capsys.readouterr().err
 
 
 def test_wheel_ships_the_configs(tmp_path):

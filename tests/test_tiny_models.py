@@ -17,7 +17,7 @@ from silkie.world.models import BUILDERS
 from silkie.world.scenes import IMAGE_SIZE
 
 MODELS = ["tiny-qwen2-vl", "tiny-llava"]
-IMAGE_TOKENS = {"tiny-qwen2-vl": 16, "tiny-llava": 49}
+IMAGE_TOKENS = {"tiny-qwen2-vl": 25, "tiny-llava": 49}
 # transformers 5 VLMs keep the text model under `model.language_model`; a bare ["q_proj", ...] list
 # would also hit CLIP's attention in the LLaVA vision tower.
 LM_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"

@@ -35,6 +35,11 @@ def generate(n: int, seed: int = 0) -> Iterator[tuple[dict, Scene]]:
         scene_index += 1
 
 
+def scene_image(scene: Scene) -> bytes:
+    """The image file stored for a scene, by `world make` and `collect --source mini` alike."""
+    return png_bytes(render(scene))
+
+
 def write(out_dir: str | Path, n: int, seed: int = 0) -> tuple[Path, int]:
     """Write `out_dir/instructions.jsonl` and `out_dir/images/`; resumes and never duplicates.
 
@@ -53,7 +58,7 @@ def write(out_dir: str | Path, n: int, seed: int = 0) -> tuple[Path, int]:
             if (record["id"],) in writer:
                 continue
             if scene not in stored:
-                stored = {scene: store_image(png_bytes(render(scene)), out_dir / "images")}
+                stored = {scene: store_image(scene_image(scene), out_dir / "images")}
             record["image"] = stored[scene]
             added += writer.write({k: record[k] for k in ("id", "source", "prompt", "image", "meta")})
     return path, added

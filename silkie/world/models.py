@@ -29,7 +29,7 @@ from transformers import (
 from silkie.world.scenes import IMAGE_SIZE
 
 VOCAB_SIZE = 400  # 256 byte alphabet + specials + ~130 merges: enough for the world's small vocabulary
-LLAVA_PATCH = 16  # 112 px / 16 = 7x7 = 49 image tokens: fine enough to see shapes, short enough to be fast
+LLAVA_PATCH = 20  # 140 px / 20 = 7x7 = 49 image tokens: fine enough to see shapes, short enough to be fast
 
 # Qwen's own template minus the default system prompt (every token costs a tiny model time).
 # Roles sit on their own line so the answer starts a fresh pre-token: TRL tokenizes prompt and
@@ -111,7 +111,7 @@ def build_qwen2_vl(texts, seed=0):
     )
     torch.manual_seed(seed)
     model = Qwen2VLForConditionalGeneration(config).eval()
-    # min = max pixels pins every image to 112x112 -> (112/14)^2 patches / 2x2 merge = 16 tokens.
+    # min = max pixels pins every image to 140x140 -> (140/14)^2 patches / 2x2 merge = 25 tokens.
     pixels = dict(min_pixels=IMAGE_SIZE * IMAGE_SIZE, max_pixels=IMAGE_SIZE * IMAGE_SIZE,
                   patch_size=14, merge_size=2, temporal_patch_size=2)
     processor = Qwen2VLProcessor(
@@ -137,7 +137,7 @@ def build_llava(texts, seed=0):
         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
         tie_word_embeddings=False, **_stop_and_pad(tokenizer),
     )
-    # "default" drops CLIP's CLS token, so the image is exactly (112/16)^2 = 49 tokens;
+    # "default" drops CLIP's CLS token, so the image is exactly (140/20)^2 = 49 tokens;
     # layer -1 because a 2-layer tower has no useful penultimate layer to spare.
     n_image_tokens = (IMAGE_SIZE // LLAVA_PATCH) ** 2
     config = LlavaConfig(

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 from PIL import Image, ImageDraw
 
-IMAGE_SIZE = 112  # pixels per side; 112 / 14 patches / 2 merge -> 16 Qwen2-VL image tokens
+IMAGE_SIZE = 140  # pixels per side; (140 / 14)^2 patches / (2x2 merge) = 25 Qwen2-VL image tokens
 SUPERSAMPLE = 4  # draw large, then downscale: smooth edges that are the same on every machine
 RADIUS = 0.14  # of the side
 CENTERS = (0.18, 0.5, 0.82)  # of the side: cells keep a gap between shapes and from the edge

@@ -1,0 +1,84 @@
+"""Load a vision-language model (and optionally a LoRA adapter) and chat with it.
+
+The one place models are loaded: generation backends, evaluation and the Space all call `load`.
+A model is a local folder, a Hub id (with an optional pinned revision), or `world:NAME` — a model
+of the mini world's shipped pool (silkie/world/trained/NAME).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from silkie import InputError
+
+WORLD_PREFIX = "world:"
+WORLD_POOL = Path(__file__).parent / "world" / "trained"
+
+
+def resolve(model: str) -> str:
+    """A `world:NAME` reference -> its folder; anything else is passed to from_pretrained as is."""
+    if not model.startswith(WORLD_PREFIX):
+        return model
+    path = WORLD_POOL / model[len(WORLD_PREFIX):]
+    if not (path / "config.json").is_file():
+        known = sorted(p.name for p in WORLD_POOL.iterdir() if (p / "config.json").is_file()) \
+            if WORLD_POOL.is_dir() else []
+        raise InputError(f"no mini-world model {model!r}; shipped: {', '.join(known) or 'none'} "
+                         "(regenerate with `silkie world train-pool`)")
+    return str(path)
+
+
+@dataclass
+class Loaded:
+    model: object  # a transformers (or PEFT-wrapped) image-text-to-text model, in eval mode
+    processor: object
+    device: str
+
+
+def load(model: str, adapter: str | None = None, revision: str | None = None, adapter_revision: str | None = None,
+         dtype: str | None = None, device_map: str | None = None, trust_remote_code: bool = False) -> Loaded:
+    """Load a model and its processor for generation: bf16 (or fp16) on a GPU, fp32 on a CPU.
+
+    `adapter` is a LoRA folder or Hub id applied on top without merging, so a trained model is
+    evaluated and served from one copy of the base weights.
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    path = resolve(model)
+    cuda = torch.cuda.is_available()
+    if dtype is None:
+        dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if cuda else "float32"
+    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
+    try:
+        processor = AutoProcessor.from_pretrained(path, **kwargs)
+        network = AutoModelForImageTextToText.from_pretrained(
+            path, dtype=getattr(torch, dtype), device_map=device_map or ("auto" if cuda else None), **kwargs)
+    except OSError as error:  # missing folder, unknown Hub id, no network
+        raise InputError(f"cannot load model {model!r}: {str(error).splitlines()[0]}") from None
+    if adapter:
+        from peft import PeftModel
+
+        network = PeftModel.from_pretrained(network, resolve(adapter), revision=adapter_revision)
+    # Batched generation appends on the right, so every row must end where its prompt ends.
+    processor.tokenizer.padding_side = "left"
+    network.eval()
+    device = str(next(network.parameters()).device)
+    return Loaded(network, processor, device)
+
+
+def chat(loaded: Loaded, image, prompt: str, max_new_tokens: int = 128, temperature: float = 0.0) -> str:
+    """One answer to one image and prompt (image: a PIL image, a path or bytes)."""
+    from silkie.io import load_image
+    from silkie.pool.base import GenerationParams, Request
+    from silkie.pool.transformers_backend import generate_batch
+    from silkie.schema import user_turn
+
+    if not hasattr(image, "mode"):
+        image = load_image(image)
+    [result] = generate_batch(loaded, [Request("chat", image, user_turn(prompt))],
+                              GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature))
+    if result.error:
+        raise InputError(result.error)
+    return result.text
