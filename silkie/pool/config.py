@@ -20,7 +20,7 @@ class ModelSpec:
     revision: str | None = None  # pin a Hub revision: the same id can change under you
     adapter: str | None = None  # a LoRA on top of `model` (transformers backend)
     base_url: str | None = None  # OpenAI-compatible server (openai backend)
-    api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key; keys never live in configs
+    api_key_env: str | None = "OPENAI_API_KEY"  # the variable holding the key (null: none); never the key itself
     weight: float = 1.0  # relative share of instructions
     batch_size: int = 16
     generation: GenerationParams = field(default_factory=GenerationParams)

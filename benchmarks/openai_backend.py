@@ -1,0 +1,75 @@
+"""OpenAIBackend throughput against the local test server, which answers after a fixed latency.
+
+With C requests in flight and latency L, no client can beat C / L items per second; the goal is
+at least 0.9 of that. The sequential baseline (concurrency 1) is measured in the same run. Each
+request carries a COCO-sized photo, so encoding and upload are part of the cost. The server runs
+in this process, so the CPU figure covers both sides. Prints one JSON line.
+"""
+
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.openai_server
+
+from silkie.pool.base import GenerationParams, Request  # noqa: E402
+from silkie.pool.openai_backend import OpenAIBackend  # noqa: E402
+from silkie.schema import user_turn  # noqa: E402
+from tests.openai_server import OpenAIServer  # noqa: E402
+
+LATENCY = 0.2
+ITEMS, CONCURRENCY = 400, 32
+SEQUENTIAL_ITEMS = 20
+
+
+def photo(seed: int) -> Image.Image:
+    """640x480 with smooth colour changes and many colours: sent as JPEG, like a real photo."""
+    coarse = Image.frombytes("RGB", (40, 30), random.Random(seed).randbytes(40 * 30 * 3))
+    return coarse.resize((640, 480), Image.Resampling.BICUBIC)
+
+
+def measure(server: OpenAIServer, items: int, concurrency: int) -> tuple[float, float]:
+    """(items per second, CPU milliseconds per item) for one generate call."""
+    images = [photo(seed) for seed in range(8)]
+    requests = [Request(str(i), images[i % len(images)], user_turn(f"question {i}")) for i in range(items)]
+    backend = OpenAIBackend(name="bench", model="fake", base_url=server.url, api_key_env=None,
+                            concurrency=concurrency)
+    wall, cpu = time.perf_counter(), time.process_time()
+    results = backend.generate(requests, GenerationParams())
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    errors = [r.error for r in results if r.error]
+    if errors:
+        raise SystemExit(f"{len(errors)} requests failed, e.g. {errors[0]}")
+    return items / wall, 1000 * cpu / items
+
+
+def main() -> None:
+    with OpenAIServer(latency=LATENCY) as server:
+        measure(server, CONCURRENCY, CONCURRENCY)  # warm-up: the SDK imports its resources on first use
+        server.max_in_flight = 0
+        concurrent, cpu_ms = measure(server, ITEMS, CONCURRENCY)
+        in_flight = server.max_in_flight
+        sequential, _ = measure(server, SEQUENTIAL_ITEMS, 1)
+    bound = CONCURRENCY / LATENCY
+    print(json.dumps({
+        "benchmark": "openai_backend",
+        "latency_s": LATENCY,
+        "items": ITEMS,
+        "concurrency": CONCURRENCY,
+        "server_max_in_flight": in_flight,
+        "items_per_s": round(concurrent, 1),
+        "bound_items_per_s": round(bound, 1),
+        "fraction_of_bound": round(concurrent / bound, 3),
+        "cpu_ms_per_item": round(cpu_ms, 2),
+        "sequential_items": SEQUENTIAL_ITEMS,
+        "sequential_items_per_s": round(sequential, 2),
+        "speedup_over_sequential": round(concurrent / sequential, 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()
