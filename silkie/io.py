@@ -218,6 +218,21 @@ def load_image(source, max_pixels: int = MAX_PIXELS) -> Image.Image:
         return _to_rgb(ImageOps.exif_transpose(image))
 
 
+def check_image(data: bytes, max_pixels: int = MAX_PIXELS) -> str:
+    """A cheap check of image bytes (format, size from the header, structure) without decoding
+    pixels; returns the file extension. For bulk paths where a full decode would dominate."""
+    name = f"<{len(data)} bytes>"
+    with _image_errors(name), Image.open(io.BytesIO(data), formats=list(IMAGE_FORMATS)) as image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageError(f"image too large: {name}: {width}x{height} pixels exceeds the limit of {max_pixels}")
+        image.verify()
+        # verify() does not decode JPEG data; a file cut short lacks its end-of-image marker.
+        if image.format == "JPEG" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+            raise ImageError(f"truncated or corrupt image: {name}: no JPEG end marker")
+        return IMAGE_FORMATS[image.format]
+
+
 def store_image(data: bytes, images_dir, max_pixels: int = MAX_PIXELS) -> str:
     """Store valid image bytes, unchanged, under their hash; return "<images dir name>/<file>".
 

@@ -1,0 +1,251 @@
+"""VLFeedback rows, read from a run folder or from the release files, checked and counted.
+
+Both sources become the same stream of `default` rows ({"id", "prompt", "models", "completions",
+"image", "source"}, completions as a list of dicts), read lazily so memory does not grow with the
+dataset. Every row the stream flags or drops is written down in a BuildReport: nothing disappears
+without a line in build_report.json.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import tempfile
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from silkie import InputError
+from silkie.schema import ASPECTS, rating_value
+
+EXPECTED_COMPLETIONS = 4
+
+
+@dataclass
+class BuildReport:
+    counts: Counter = field(default_factory=Counter)
+    flagged: list[dict] = field(default_factory=list)  # {"id", "reason"} for every row not taken as is
+
+    def flag(self, row_id: str | None, reason: str, count_as: str) -> None:
+        self.counts[count_as] += 1
+        self.flagged.append({"id": row_id, "reason": reason})
+
+    def to_json(self) -> dict:
+        return {"counts": dict(sorted(self.counts.items())), "flagged": self.flagged}
+
+
+@dataclass
+class SourceRow:
+    row: dict  # the `default` row, image excluded
+    image: Callable[[], bytes] | None  # reads the image bytes when the row is written
+
+
+def completions_list(completions) -> list[dict]:
+    """The release circulates completions row-wise (a list of dicts) and column-wise (a dict of lists)."""
+    if isinstance(completions, dict):
+        keys = ("annotations", "model", "response")
+        return [dict(zip(keys, values)) for values in zip(*(completions.get(k) or [] for k in keys))]
+    if isinstance(completions, list) and all(isinstance(c, dict) for c in completions):
+        return completions
+    raise InputError("`completions` must be a list of objects or an object of lists")
+
+
+# ---- the release: vlfeedback_80k.jsonl + merged_images.zip (or its extracted folder) ----------
+
+class ReleaseImages:
+    """merged_images/{id}.jpg from the zip (read in place, never extracted) or an extracted folder."""
+
+    def __init__(self, source: str | Path):
+        self.source = Path(source)
+        self.zip = zipfile.ZipFile(self.source) if self.source.is_file() else None
+        self.names: dict[str, str] = {}
+        self.refused: list[str] = []  # entries that would land outside the folder if extracted
+        if self.zip:
+            for name in self.zip.namelist():
+                path = PurePosixPath(name)
+                if path.is_absolute() or ".." in path.parts:
+                    self.refused.append(name)
+                else:
+                    self.names.setdefault(path.stem, name)
+
+    def reader(self, row_id: str) -> Callable[[], bytes] | None:
+        if self.zip:
+            name = self.names.get(row_id)
+            return (lambda: self.zip.read(name)) if name else None
+        from silkie.io import resolve_inside
+
+        for candidate in (f"merged_images/{row_id}.jpg", f"{row_id}.jpg"):
+            path = self.source / candidate
+            if path.is_file() or path.is_symlink():
+                return lambda: resolve_inside(self.source, candidate).read_bytes()
+        return None
+
+
+def release_rows(jsonl: str | Path, images: str | Path | None, report: BuildReport) -> Iterator[SourceRow]:
+    from silkie.io import read_jsonl
+
+    store = ReleaseImages(images) if images else None
+    for name in store.refused if store else []:
+        report.flag(None, f"zip entry {name!r} points outside the archive's folder: refused", "refused_zip_entries")
+    for number, record in read_jsonl(jsonl):
+        if not isinstance(record, dict):
+            report.flag(None, str(record), "invalid_json_lines")
+            continue
+        try:
+            completions = completions_list(record.get("completions"))
+            if not isinstance(record.get("id"), str) or not isinstance(record.get("prompt"), str):
+                raise InputError("`id` and `prompt` must be strings")
+        except InputError as error:
+            report.flag(record.get("id"), f"{jsonl}:{number}: {error}", "invalid_rows")
+            continue
+        row_id = record["id"]
+        row = {"id": row_id, "prompt": record["prompt"],
+               "models": record.get("models") or [c.get("model") for c in completions],
+               "completions": completions, "source": record.get("source") or row_id.split("-")[0]}
+        yield SourceRow(row, store.reader(row_id) if store else None)
+
+
+# ---- a run folder: instructions + completions (+ shards) + annotations -------------------------
+
+def run_rows(run_dir: str | Path, report: BuildReport) -> Iterator[SourceRow]:
+    """Join a run's three stage files into rows, one per annotated instruction.
+
+    Completion texts are looked up in a temporary SQLite index rather than a dict, so memory stays
+    flat however large the run.
+    """
+    from silkie.io import read_checked, resolve_inside
+
+    run_dir = Path(run_dir)
+    instructions = {}
+    for _, record in read_checked(run_dir / "instructions.jsonl", "instruction", images=False):
+        if isinstance(record, Exception):
+            report.flag(None, str(record), "invalid_instructions")
+        else:
+            instructions[record["id"]] = (record["prompt"], record["image"], record["source"])
+    with tempfile.TemporaryDirectory() as scratch:
+        index = sqlite3.connect(str(Path(scratch) / "completions.sqlite"))
+        index.execute("CREATE TABLE c (id TEXT, model TEXT, response TEXT, PRIMARY KEY (id, model))")
+        for _, record in read_checked(run_dir / "completions.jsonl", "completion"):
+            if isinstance(record, Exception):
+                report.flag(None, str(record), "invalid_completions")
+            elif record["error"] is None:
+                index.execute("INSERT OR IGNORE INTO c VALUES (?, ?, ?)",
+                              (record["id"], record["model"], record["response"]))
+        index.commit()
+        for _, record in read_checked(run_dir / "annotations.jsonl", "annotation"):
+            if isinstance(record, Exception):
+                report.flag(None, str(record), "invalid_annotations")
+                continue
+            row_id = record["id"]
+            if record["error"] is not None:
+                report.flag(row_id, f"judge error: {record['error']}", "judge_errors")
+                continue
+            if row_id not in instructions:
+                report.flag(row_id, "annotation without an instruction", "orphan_annotations")
+                continue
+            completions = []
+            for model, annotation in zip(record["models"], record["annotations"]):
+                found = index.execute("SELECT response FROM c WHERE id = ? AND model = ?", (row_id, model)).fetchone()
+                if found is None:
+                    report.flag(row_id, f"no completion from {model}", "missing_completions")
+                    continue
+                completions.append({"annotations": annotation, "model": model, "response": found[0]})
+            prompt, image, source = instructions[row_id]
+            row = {"id": row_id, "prompt": prompt, "models": [c["model"] for c in completions],
+                   "completions": completions, "source": source}
+            yield SourceRow(row, lambda image=image: resolve_inside(run_dir, image).read_bytes())
+        index.close()
+
+
+# ---- checks common to both ---------------------------------------------------------------------
+
+def checked_rows(rows: Iterator[SourceRow], report: BuildReport, max_pixels: int | None = None) -> Iterator[dict]:
+    """Rows ready to write: duplicates dropped, odd completion counts and ratings flagged, the image
+    read and checked (a bad one becomes null with its reason recorded; the row stays)."""
+    from silkie.io import MAX_PIXELS, check_image
+
+    seen: set[str] = set()
+    for source_row in rows:
+        row = source_row.row
+        if row["id"] in seen:
+            report.flag(row["id"], "duplicate id: the first row with it is kept", "duplicate_ids")
+            continue
+        seen.add(row["id"])
+        report.counts["rows"] += 1
+        if len(row["completions"]) != EXPECTED_COMPLETIONS:
+            report.flag(row["id"], f"{len(row['completions'])} completions instead of {EXPECTED_COMPLETIONS}",
+                        "rows_with_other_than_4_completions")
+        for completion in row["completions"]:
+            for aspect in ASPECTS:
+                raw = ((completion.get("annotations") or {}).get(aspect) or {}).get("Rating")
+                if rating_value(raw) is None:
+                    kind = "out_of_range_ratings" if str(raw).strip().lstrip("-").isdigit() else "non_numeric_ratings"
+                    report.counts[kind] += 1
+                    report.flagged.append({"id": row["id"], "reason": f"{aspect} rating {raw!r} of "
+                                           f"{completion.get('model')} is {kind[:-8].replace('_', ' ')}"})
+        image = None
+        if source_row.image is None:
+            report.flag(row["id"], "image missing", "missing_images")
+        else:
+            try:
+                data = source_row.image()
+                check_image(data, max_pixels or MAX_PIXELS)
+                image = {"bytes": data, "path": None}
+            except (InputError, OSError, KeyError) as error:
+                report.flag(row["id"], f"image unusable: {error}", "bad_images")
+        yield {**row, "image": image}
+
+
+def default_record(row: dict) -> dict:
+    """A checked row in the exact shape of the `default` features."""
+    from silkie.schema import completion_columns
+
+    completions = [{"annotations": _full_annotations(c.get("annotations")), "model": str(c.get("model")),
+                    "response": c.get("response") or ""} for c in row["completions"]]
+    return {"id": row["id"], "prompt": row["prompt"], "models": [str(m) for m in row["models"]],
+            "completions": completion_columns(completions), "image": row["image"], "source": row["source"]}
+
+
+def _full_annotations(annotations) -> dict:
+    """Every aspect present, ratings kept as the strings written (a missing one becomes "")."""
+    annotations = annotations or {}
+    out = {}
+    for aspect in ASPECTS:
+        entry = annotations.get(aspect) or {}
+        rating = entry.get("Rating")
+        out[aspect] = {"Rating": "" if rating is None else str(rating), "Rationale": str(entry.get("Rationale") or "")}
+    return out
+
+
+def write_report(report: BuildReport, path: Path) -> None:
+    path.write_text(json.dumps(report.to_json(), indent=1, ensure_ascii=False) + "\n")
+
+
+
+def rating_statistics(default_parquet: list[Path]) -> dict:
+    """Rating shares per aspect, mean rating per model and aspect, and counts of sources and models,
+    read from built `default` shards (text columns only: images are never loaded)."""
+    import pyarrow.parquet as pq
+
+    shares = {aspect: Counter() for aspect in ASPECTS}
+    sums: dict[str, dict[str, list[float]]] = {}
+    sources, models, rows = Counter(), Counter(), 0
+    for path in default_parquet:
+        table = pq.read_table(path, columns=["completions", "source"])
+        for row in table.to_pylist():
+            rows += 1
+            sources[row["source"]] += 1
+            completions = row["completions"]
+            for model, annotation in zip(completions["model"], completions["annotations"]):
+                models[model] += 1
+                for aspect in ASPECTS:
+                    value = rating_value(annotation[aspect]["Rating"])
+                    shares[aspect][str(value) if value else "invalid"] += 1
+                    if value:
+                        sums.setdefault(model, {a: [0.0, 0] for a in ASPECTS})[aspect][0] += value
+                        sums[model][aspect][1] += 1
+    means = {m: {a: round(s / n, 2) if n else None for a, (s, n) in per.items()} for m, per in sorted(sums.items())}
+    return {"rows": rows, "sources": dict(sources.most_common()), "models": dict(models.most_common()),
+            "rating_shares": {a: dict(sorted(c.items())) for a, c in shares.items()}, "model_means": means}

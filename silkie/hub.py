@@ -1,0 +1,119 @@
+"""The Hub side: dataset and model cards rendered from cards/, uploads, and downloads.
+
+Cards are generated from the data (counts, statistics, provenance), never filled in by hand.
+Tokens come from the environment (HF_TOKEN) through huggingface_hub and are never written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from silkie.config import RESOURCES
+from silkie.schema import ASPECTS
+
+LICENSE = "cc-by-nc-4.0"
+CITATION = """@article{li2023silkie,
+  title={Silkie: Preference Distillation for Large Visual Language Models},
+  author={Li, Lei and Xie, Zhihui and Li, Mukai and Chen, Shunian and Wang, Peiyi and Chen, Liang and
+          Yang, Yazheng and Wang, Benyou and Kong, Lingpeng},
+  journal={arXiv preprint arXiv:2312.10665},
+  year={2023}
+}"""
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M"
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _provenance(settings: dict, stats: dict) -> str:
+    judge = settings.get("judge") or {}
+    if settings.get("run_dir"):
+        origin = "Built from a Silkie run folder (collect → generate → annotate)."
+    else:
+        origin = "Built from the VLFeedback release files (`vlfeedback_80k.jsonl` and its images)."
+    sources = ", ".join(f"{name} ({n})" for name, n in stats["sources"].items())
+    models = ", ".join(f"{name} ({n})" for name, n in stats["models"].items())
+    lines = [origin, "", f"- Instruction sources (rows): {sources}.", f"- Models (responses): {models}."]
+    if judge:
+        lines.append(f"- Judge: {judge.get('name')}, prompt version {judge.get('prompt_version')}.")
+    lines.append(f"- Pair policy: `{settings.get('pair_policy', 'silkie')}`"
+                 + (f", aspect weights {settings['weights']}" if settings.get("weights") else "")
+                 + (", ratings outside 1-5 excluded" if settings.get("strict_ratings") else "") + ".")
+    return "\n".join(lines)
+
+
+def run_judge(run_dir: str | Path) -> dict:
+    """The judge named by a run's first annotation (every annotation of a run shares it)."""
+    from silkie.io import read_jsonl
+
+    path = Path(run_dir) / "annotations.jsonl"
+    for _, record in read_jsonl(path) if path.exists() else []:
+        if isinstance(record, dict) and isinstance(record.get("judge"), dict):
+            return {k: record["judge"].get(k) for k in ("name", "prompt_version")}
+    return {}
+
+
+def write_dataset_card(out: Path, report, pair_summary: dict | None, settings: dict, repo: str | None = None) -> Path:
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    from silkie.dataset import rating_statistics
+
+    stats = rating_statistics(sorted((out / "data" / "default").glob("*.parquet")))
+    settings = {**settings, "judge": run_judge(settings["run_dir"]) if settings.get("run_dir") else {}}
+    pair_counts = {split: _parquet_rows(out / "data" / "pairs", split) for split in ("train", "test")}
+    configs = [{"config_name": "default", "data_files": [{"split": "train", "path": "data/default/train-*"}]},
+               {"config_name": "pairs", "data_files": [{"split": s, "path": f"data/pairs/{s}-*"} for s in
+                                                       ("train", "test")]}]
+    data = DatasetCardData(
+        license=LICENSE, language=["en"], pretty_name="VLFeedback", size_categories=_size_category(stats["rows"]),
+        task_categories=["image-text-to-text", "visual-question-answering"],
+        tags=["vlfeedback", "silkie", "ai-feedback", "preference", "dpo", "multimodal"],
+        source_datasets=sorted(stats["sources"]), configs=configs)
+    responses = max(sum(stats["models"].values()), 1)
+    shares = [[aspect] + [f"{100 * stats['rating_shares'][aspect].get(k, 0) / responses:.1f}%"
+                          for k in ("1", "2", "3", "4", "5", "invalid")] for aspect in ASPECTS]
+    means = [[model] + [per[a] for a in ASPECTS] for model, per in stats["model_means"].items()]
+    summary = pair_summary or {}
+    card = DatasetCard.from_template(
+        data, template_path=str(RESOURCES / "cards" / "dataset_card.md"),
+        pretty_name="VLFeedback", per_row=round(responses / max(stats["rows"], 1)),
+        pair_policy=settings.get("pair_policy", "silkie"), judge_noise=settings.get("judge_noise") or 0,
+        provenance=_provenance(settings, stats), rows=stats["rows"], pairs=sum(pair_counts.values()),
+        pairs_train=pair_counts["train"], pairs_test=pair_counts["test"],
+        rating_table=_table(["aspect", "1", "2", "3", "4", "5", "invalid"], shares),
+        model_table=_table(["model", *ASPECTS], means),
+        length_ratio=summary.get("chosen_rejected_length_ratio"), mean_margin=summary.get("mean_margin"),
+        win_rates=", ".join(f"{m} {r:.0%}" for m, r in summary.get("win_rate", {}).items()) or "none",
+        flagged=", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(report.counts.items()) if k != "rows")
+        or "none",
+        repo=repo or "ORG/VLFeedback", judge=settings["judge"].get("name"), citation=CITATION)
+    path = out / "README.md"
+    card.save(path)
+    (out / "card_stats.json").write_text(json.dumps({"statistics": stats, "pairs": summary}, indent=1) + "\n")
+    return path
+
+
+def _parquet_rows(folder: Path, split: str) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in folder.glob(f"{split}-*.parquet"))
+
+
+def push_folder(folder: str | Path, repo_id: str, repo_type: str = "dataset", private: bool = False) -> str:
+    """Create the repo if needed and upload the folder; resumable for large folders."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()  # the token comes from HF_TOKEN or the login cache, never from us
+    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+    api.upload_large_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type, private=private)
+    return f"uploaded {folder} to https://huggingface.co/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
