@@ -110,10 +110,60 @@ def _parquet_rows(folder: Path, split: str) -> int:
 
 
 def push_folder(folder: str | Path, repo_id: str, repo_type: str = "dataset", private: bool = False) -> str:
-    """Create the repo if needed and upload the folder; resumable for large folders."""
+    """Create the repo if needed and upload the folder; rerunning it skips files already there
+    (upload_folder commits in batches and resumes)."""
     from huggingface_hub import HfApi
 
     api = HfApi()  # the token comes from HF_TOKEN or the login cache, never from us
-    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-    api.upload_large_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type, private=private)
-    return f"uploaded {folder} to https://huggingface.co/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
+    url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type)
+    return f"uploaded {folder} to {url}"
+
+
+def write_model_card(out: Path, info: dict, repo: str | None = None) -> Path:
+    """README.md of an exported model from its training record.
+
+    `info`: base_model, datasets (list), config (the resolved TrainConfig dict), summary (summary.json),
+    targets (LoRA regex), merged (bool), pair_policy, eval_results ({benchmark: {metric: value}}), which
+    become the card's model-index when present.
+    """
+    import yaml
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    cfg, summary = info.get("config") or {}, info.get("summary") or {}
+    evals = info.get("eval_results") or {}
+    name = (repo or out.name).split("/")[-1]
+    results = [EvalResult(task_type="image-text-to-text", dataset_type=bench, dataset_name=bench,
+                          metric_type=metric, metric_value=value)
+               for bench, metrics in evals.items() for metric, value in metrics.items()
+               if isinstance(value, (int, float))]
+    base = info.get("base_model") or cfg.get("model")
+    hub_base = base if base and "/" in base and not Path(base).exists() else None
+    data = ModelCardData(
+        license=LICENSE, language=["en"], library_name="transformers" if info.get("merged") else "peft",
+        base_model=hub_base, datasets=[d for d in info.get("datasets") or [] if d and not Path(d).exists()] or None,
+        pipeline_tag="image-text-to-text", tags=["silkie", "vlfeedback", "dpo", "lora", "trl", "ai-feedback"],
+        model_name=name, eval_results=results or None)
+    method = "SFT on the chosen answers" if cfg.get("mode") == "sft" else "DPO"
+    loss = " + ".join(f"{w}·{t}" for t, w in zip(cfg.get("loss_type") or [], cfg.get("loss_weights") or
+                                                  [1.0] * len(cfg.get("loss_type") or [])))
+    table = _table(["benchmark", "metric", "value"], [[b, m, v] for b, ms in evals.items() for m, v in ms.items()]) \
+        if evals else "No evaluation results were recorded with this export."
+    global_batch = cfg.get("global_batch_size") or cfg.get("per_device_train_batch_size")
+    card = ModelCard.from_template(
+        data, template_path=str(RESOURCES / "cards" / "model_card.md"), model_name=name, base_model=base,
+        what="The LoRA adapter is merged into the weights." if info.get("merged") else
+        "This repository holds the LoRA adapter; `silkie.chat.load` applies it to the base model.",
+        method=method, datasets=", ".join(f"`{d}`" for d in info.get("datasets") or []) or "a VLFeedback dataset",
+        repo=repo or str(out), pair_policy=info.get("pair_policy") or "silkie", rows=summary.get("rows", "?"),
+        dropped=summary.get("dropped_too_long"), loss=loss or "sigmoid", beta=cfg.get("beta"),
+        lora_r=cfg.get("lora_r"), lora_alpha=cfg.get("lora_alpha"), lora_dropout=cfg.get("lora_dropout"),
+        targets=info.get("targets"), learning_rate=cfg.get("learning_rate"), scheduler=cfg.get("lr_scheduler_type"),
+        warmup=cfg.get("warmup_ratio"), weight_decay=cfg.get("weight_decay"), adam_beta2=cfg.get("adam_beta2"),
+        epochs=cfg.get("num_train_epochs"), global_batch=global_batch, max_length=cfg.get("max_length"),
+        steps=summary.get("global_step", "?"), config_yaml=yaml.safe_dump(cfg, sort_keys=False).strip(),
+        eval_table=table, license=f"License: {LICENSE} (as the VLFeedback data); the base model's license also "
+        "applies", citation=CITATION)
+    path = out / "README.md"
+    card.save(path)
+    return path
