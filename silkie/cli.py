@@ -66,6 +66,13 @@ def generate(args: argparse.Namespace) -> None:
     print(f"completions in {summary.out}")
 
 
+def push(args: argparse.Namespace) -> None:
+    from silkie.hub import push_folder
+
+    folder, repo_type = (args.dataset, "dataset") if args.dataset else (args.model, "model")
+    print(push_folder(folder, args.repo_id, repo_type=repo_type, private=args.private))
+
+
 def validate(args: argparse.Namespace) -> int:
     from silkie.io import read_checked, record_kind
 
@@ -125,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
                      help="do shard I of N (split by instruction id), so N machines share the work")
     gen.set_defaults(func=generate)
+
+    upload = commands.add_parser("push", help="upload a built dataset or an exported model to the Hub (HF_TOKEN)")
+    what = upload.add_mutually_exclusive_group(required=True)
+    what.add_argument("--dataset", help="a folder written by `vlfeedback_dataset.py build`")
+    what.add_argument("--model", help="a folder written by `silkie export`")
+    upload.add_argument("--repo-id", required=True, help="ORG/NAME")
+    upload.add_argument("--private", action="store_true")
+    upload.set_defaults(func=push)
 
     check = commands.add_parser("validate", help="check a stage's JSONL file record by record")
     check.add_argument("path", help="instructions.jsonl, completions.jsonl or annotations.jsonl")
