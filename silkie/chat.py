@@ -7,6 +7,7 @@ of the mini world's shipped pool (silkie/world/trained/NAME).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,19 +45,18 @@ def load(model: str, adapter: str | None = None, revision: str | None = None, ad
     evaluated and served from one copy of the base weights.
     """
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     path = resolve(model)
+    folder = Path(path)
+    if adapter is None and (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
+        # an adapter folder given as the model: load its base and apply it
+        base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+        adapter, path = path, resolve(base)
     cuda = torch.cuda.is_available()
     if dtype is None:
         dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if cuda else "float32"
-    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
-    try:
-        processor = AutoProcessor.from_pretrained(path, **kwargs)
-        network = AutoModelForImageTextToText.from_pretrained(
-            path, dtype=getattr(torch, dtype), device_map=device_map or ("auto" if cuda else None), **kwargs)
-    except OSError as error:  # missing folder, unknown Hub id, no network
-        raise InputError(f"cannot load model {model!r}: {str(error).splitlines()[0]}") from None
+    network, processor = _from_pretrained(model, path, getattr(torch, dtype), device_map or ("auto" if cuda else None),
+                                          revision, trust_remote_code)
     if adapter:
         from peft import PeftModel
 
@@ -66,6 +66,29 @@ def load(model: str, adapter: str | None = None, revision: str | None = None, ad
     network.eval()
     device = str(next(network.parameters()).device)
     return Loaded(network, processor, device)
+
+
+def load_for_training(model: str, revision: str | None = None, bf16: bool = True, trust_remote_code: bool = False):
+    """A model and processor to train: bf16 weights on a GPU when asked (fp32 otherwise), no device
+    map (the trainer or launcher places it), training mode. Returns (model, processor)."""
+    import torch
+
+    dtype = torch.bfloat16 if bf16 and torch.cuda.is_available() else torch.float32
+    network, processor = _from_pretrained(model, resolve(model), dtype, None, revision, trust_remote_code)
+    network.train()
+    return network, processor
+
+
+def _from_pretrained(model: str, path: str, dtype, device_map, revision, trust_remote_code):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
+    try:
+        processor = AutoProcessor.from_pretrained(path, **kwargs)
+        network = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, device_map=device_map, **kwargs)
+    except OSError as error:  # missing folder, unknown Hub id, no network
+        raise InputError(f"cannot load model {model!r}: {str(error).splitlines()[0]}") from None
+    return network, processor
 
 
 def chat(loaded: Loaded, image, prompt: str, max_new_tokens: int = 128, temperature: float = 0.0) -> str:

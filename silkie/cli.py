@@ -66,11 +66,27 @@ def generate(args: argparse.Namespace) -> None:
     print(f"completions in {summary.out}")
 
 
+def train(args: argparse.Namespace) -> None:
+    from silkie.train import train_from_args
+
+    train_from_args(args)
+
+
+def export_model(args: argparse.Namespace) -> None:
+    from silkie.train.export import export
+
+    print(f"exported to {export(args.adapter, args.out, merge=args.merge, repo_id=args.repo_id)}")
+
+
 def push(args: argparse.Namespace) -> None:
+    if args.model:
+        from silkie.train.export import push_model
+
+        print(push_model(args.model, args.repo_id, private=args.private))
+        return
     from silkie.hub import push_folder
 
-    folder, repo_type = (args.dataset, "dataset") if args.dataset else (args.model, "model")
-    print(push_folder(folder, args.repo_id, repo_type=repo_type, private=args.private))
+    print(push_folder(args.dataset, args.repo_id, repo_type="dataset", private=args.private))
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -132,6 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
                      help="do shard I of N (split by instruction id), so N machines share the work")
     gen.set_defaults(func=generate)
+
+    from silkie.train import add_arguments as add_train_arguments  # no torch: flags only
+
+    fit = commands.add_parser("train", help="DPO (or SFT) + LoRA on a VLFeedback pairs dataset, with TRL")
+    add_train_arguments(fit)
+    fit.set_defaults(func=train)
+    export = commands.add_parser("export", help="an adapter (+ merged model) and model card, ready for the Hub")
+    export.add_argument("--adapter", required=True, help="RUN/train/adapter")
+    export.add_argument("--out", required=True)
+    export.add_argument("--merge", action="store_true", help="also write the merged full model")
+    export.add_argument("--repo-id", help="the Hub id the card names")
+    export.set_defaults(func=export_model)
 
     upload = commands.add_parser("push", help="upload a built dataset or an exported model to the Hub (HF_TOKEN)")
     what = upload.add_mutually_exclusive_group(required=True)

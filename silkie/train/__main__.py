@@ -1,0 +1,5 @@
+import sys
+
+from silkie.train import main
+
+sys.exit(main())
