@@ -78,6 +78,22 @@ def export_model(args: argparse.Namespace) -> None:
     print(f"exported to {export(args.adapter, args.out, merge=args.merge, repo_id=args.repo_id)}")
 
 
+def eval_mme_score(args: argparse.Namespace) -> None:
+    import json
+
+    from silkie.eval import mme_score
+
+    print(json.dumps(mme_score(args.results_dir, out=args.out), indent=2))
+
+
+def eval_compare(args: argparse.Namespace) -> None:
+    from silkie.eval.compare import compare, markdown
+
+    if args.resamples < 100:
+        raise InputError("--resamples must be at least 100")
+    print(markdown(compare(args.base, args.trained, out=args.out, resamples=args.resamples, seed=args.seed)), end="")
+
+
 def push(args: argparse.Namespace) -> None:
     if args.model:
         from silkie.train.export import push_model
@@ -160,6 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--merge", action="store_true", help="also write the merged full model")
     export.add_argument("--repo-id", help="the Hub id the card names")
     export.set_defaults(func=export_model)
+
+    evaluate = commands.add_parser("eval", help="score benchmarks and compare base vs trained")
+    eval_commands = evaluate.add_subparsers(dest="eval_command", required=True, metavar="COMMAND")
+    score = eval_commands.add_parser("mme-score", help="score MME result files by the official rules (JSON)")
+    score.add_argument("--results-dir", required=True,
+                       help="folder of <subtask>.txt: image<TAB>question<TAB>gt<TAB>response")
+    score.add_argument("--out", help="also save the scored items as OUT/mme/ for `silkie eval compare`")
+    score.set_defaults(func=eval_mme_score)
+    pair = eval_commands.add_parser("compare", help="paired base-vs-trained table with bootstrap CIs and McNemar")
+    pair.add_argument("base", metavar="BASE_DIR")
+    pair.add_argument("trained", metavar="TRAINED_DIR")
+    pair.add_argument("--out", help="where comparison.{json,md} and results.json go (default: TRAINED_DIR/..)")
+    pair.add_argument("--resamples", type=int, default=2000)
+    pair.add_argument("--seed", type=int, default=0)
+    pair.set_defaults(func=eval_compare)
 
     upload = commands.add_parser("push", help="upload a built dataset or an exported model to the Hub (HF_TOKEN)")
     what = upload.add_mutually_exclusive_group(required=True)

@@ -1,0 +1,176 @@
+"""MME (Fu et al., 2023): yes/no questions, two per image, scored by the official eval tool's rules.
+
+The rules, kept exactly because published numbers depend on them: the response is lower-cased (never
+stripped); exactly "yes" or "no" counts as that answer, otherwise only its first 4 characters are
+searched for "yes", then "no", and anything else is "other" (always wrong). Per subtask, acc is over
+questions and acc+ over images whose two answers are both right; the subtask score is
+100·acc + 100·acc+, and the perception and cognition totals are sums of subtask scores (at most 2000
+and 800). Images are grouped by (subtask, image) since image names repeat across subtasks.
+
+Result files are the eval tool's: `<subtask>.txt`, one line per question,
+`image<TAB>question<TAB>gt<TAB>response`; responses are flattened (tabs and newlines become spaces)
+before writing, since the format has no escaping.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from silkie import InputError
+
+NAME = "mme"
+PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark",
+              "artwork", "OCR")
+COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
+SUBTASKS = PERCEPTION + COGNITION
+DIGITS = 4  # the published tables carry 4 decimals
+_FLAT = str.maketrans({"\t": " ", "\n": " ", "\r": " "})
+
+
+def answer(response: str) -> str:
+    """"yes", "no" or "other" by the official rule (see the module doc)."""
+    text = response.lower()
+    if text in ("yes", "no"):
+        return text
+    head = text[:4]
+    return "yes" if "yes" in head else "no" if "no" in head else "other"
+
+
+def flatten(text: str) -> str:
+    """One result-file field: each tab, CR or LF becomes a space (positions kept for the 4-char rule)."""
+    return (text or "").translate(_FLAT)
+
+
+# -- readers and writer --------------------------------------------------------------------------
+
+def read_questions(folder: str | Path) -> list[dict]:
+    """Questions from the eval tool's template (`<subtask>.txt`: image, question, gt) or from the
+    official release layout (`<subtask>/questions_answers_YN/*.txt` beside `<subtask>/images/`, or
+    `<subtask>/*.txt` beside the images; each txt holds `question<TAB>answer` lines).
+    Each: {"subtask", "image", "question", "answer", "image_path" (release layout only)}."""
+    folder = Path(folder)
+    out = []
+    for subtask in SUBTASKS:
+        flat, nested = folder / f"{subtask}.txt", folder / subtask
+        if flat.is_file():
+            for where, fields in _lines(flat):
+                if len(fields) < 3:
+                    raise InputError(f"{where}: expected image, question, answer separated by tabs")
+                out.append(_question(where, subtask, *fields[:3]))
+        elif nested.is_dir():
+            out += _release_subtask(nested, subtask)
+    if not out:
+        raise InputError(f"{folder}: no MME questions (neither <subtask>.txt nor <subtask>/ folders)")
+    return out
+
+
+def _release_subtask(folder: Path, subtask: str) -> list[dict]:
+    qa = folder / "questions_answers_YN"
+    texts, images = (qa, folder / "images") if qa.is_dir() else (folder, folder)
+    out = []
+    for txt in sorted(texts.glob("*.txt")):
+        image = next((p for p in sorted(images.glob(txt.stem + ".*")) if p.suffix.lower() != ".txt"), None)
+        if image is None:
+            raise InputError(f"{txt}: no image named {txt.stem}.* in {images}")
+        for where, fields in _lines(txt):
+            if len(fields) < 2:
+                raise InputError(f"{where}: expected question<TAB>answer")
+            out.append({**_question(where, subtask, image.name, fields[0], fields[1]), "image_path": str(image)})
+    return out
+
+
+def _question(where: str, subtask: str, image: str, question: str, gt: str) -> dict:
+    if gt.strip().lower() not in ("yes", "no"):
+        raise InputError(f"{where}: ground truth {gt!r} is not yes/no")
+    return {"subtask": subtask, "image": image, "question": question, "answer": gt.strip().lower()}
+
+
+def _lines(path: Path):
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            yield f"{path}:{number}", line.split("\t")
+
+
+def write_results(folder: str | Path, predictions: list[dict]) -> list[Path]:
+    """The eval tool's result files from {"subtask","image","question","answer","response"} dicts,
+    in the order given (keep the template's order: the official tool reads lines in pairs)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    by_subtask = defaultdict(list)
+    for p in predictions:
+        gt = p["answer"].capitalize()
+        by_subtask[p["subtask"]].append("\t".join([p["image"], flatten(p["question"]), gt, flatten(p["response"])]))
+    paths = []
+    for subtask, lines in by_subtask.items():
+        path = folder / f"{subtask}.txt"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def read_results(folder: str | Path) -> list[dict]:
+    """Scored items from a folder of result files (subtasks absent from it are skipped).
+    Each: {"id": "subtask/image/k", "subtask", "image", "question", "answer", "response", "pred", "correct"}."""
+    folder = Path(folder)
+    items, seen = [], defaultdict(int)
+    for subtask in SUBTASKS:
+        path = folder / f"{subtask}.txt"
+        if not path.is_file():
+            continue
+        for where, fields in _lines(path):
+            if len(fields) < 3:
+                raise InputError(f"{where}: expected image, question, gt, response separated by tabs")
+            item = _question(where, subtask, *fields[:3])
+            # the tool would split on a stray tab; we keep the whole tail as the response
+            response = "\t".join(fields[3:])
+            k = seen[subtask, item["image"]]
+            seen[subtask, item["image"]] += 1
+            pred = answer(response)
+            items.append({"id": f"{subtask}/{item['image']}/{k}", **item, "response": response, "pred": pred,
+                          "correct": pred == item["answer"]})
+    if not items:
+        raise InputError(f"{folder}: no MME result files (<subtask>.txt for {', '.join(SUBTASKS)})")
+    return items
+
+
+# -- scoring -------------------------------------------------------------------------------------
+
+def units(items: list[dict]) -> dict[str, dict[str, list[float]]]:
+    """Per subtask, per image: [share of its 2 answers right, both right]. Every image must have 2."""
+    groups = defaultdict(list)
+    for item in items:
+        groups[item["subtask"], item["image"]].append(bool(item["correct"]))
+    out = defaultdict(dict)
+    for (subtask, image), right in groups.items():
+        if len(right) != 2:
+            raise InputError(f"MME {subtask}/{image}: {len(right)} questions, the rules need exactly 2")
+        out[subtask][image] = [sum(right) / 2, float(all(right))]
+    return dict(out)
+
+
+def headline(means: dict[str, list[float]]) -> dict[str, float]:
+    """Totals from each subtask's mean unit vector: mean of the first is acc, of the second acc+."""
+    score = {s: 100 * (m[0] + m[1]) for s, m in means.items()}
+    return {"perception": sum(score.get(s, 0.0) for s in PERCEPTION),
+            "cognition": sum(score.get(s, 0.0) for s in COGNITION)}
+
+
+def score(items: list[dict]) -> dict:
+    """{"perception", "cognition", "subtasks": {name: {"acc", "acc_plus", "score"}}}, rounded like the
+    published tables. Totals sum the subtasks present; "other" answers are counted too."""
+    per = units(items)
+    means = {s: [sum(v[i] for v in images.values()) / len(images) for i in (0, 1)] for s, images in per.items()}
+    totals = headline(means)
+    others = defaultdict(int)
+    for item in items:
+        others[item["subtask"]] += item["pred"] == "other" if "pred" in item else 0
+    return {**{k: round(v, DIGITS) for k, v in totals.items()},
+            "subtasks": {s: {"acc": round(100 * means[s][0], DIGITS), "acc_plus": round(100 * means[s][1], DIGITS),
+                             "score": round(100 * sum(means[s]), DIGITS), "other": others[s]}
+                         for s in SUBTASKS if s in means}}
+
+
+def correct(item: dict) -> bool:
+    """The per-question outcome McNemar's test pairs."""
+    return bool(item["correct"])
