@@ -29,18 +29,25 @@ HELD_OUT_SEED = 2000  # world items its quality is measured on (overlap with tra
 class Member:
     name: str
     arch: str  # a key of silkie.world.models.BUILDERS
-    style: str  # how its training answers are written: reference, terse, hallucinate, comply
+    style: str  # how its training answers are written: reference, terse, overclaim, hallucinate, comply
     steps: int
     lr: float
     level: str  # the quality it is meant to have, in words
+    init: str | None = None  # start from this (earlier) member's weights instead of a random init
 
 
+# Seeing shapes is what takes a tiny VLM long to learn (thousands of steps on a CPU); answering in a
+# style takes a few hundred. So the describer learns to see, and three members start from it and
+# learn only their manner — like real pools, where many models share a vision backbone.
 MEMBERS = (
-    Member("mini-describer", "tiny-qwen2-vl", "reference", 1400, 5e-4, "strong: the pool's best, complete answers"),
-    Member("mini-base", "tiny-qwen2-vl", "reference", 500, 5e-4, "middling: the base to align; hallucinates sometimes"),
-    Member("mini-terse", "tiny-llava", "terse", 900, 5e-4, "accurate-ish but terse: bare words and numbers"),
-    Member("mini-hallucinator", "tiny-llava", "hallucinate", 250, 2e-3, "poor: answers from the prior, invents shapes"),
-    Member("mini-complier", "tiny-qwen2-vl", "comply", 600, 5e-4, "middling, and complies with unsafe requests"),
+    Member("mini-describer", "tiny-qwen2-vl", "reference", 2400, 5e-4, "strong: the pool's best, complete answers"),
+    Member("mini-base", "tiny-qwen2-vl", "overclaim", 400, 3e-4,
+           "middling: the base to align; affirms any count or position, invents shapes", init="mini-describer"),
+    Member("mini-terse", "tiny-qwen2-vl", "terse", 300, 3e-4, "sees as well as the describer, answers in a word",
+           init="mini-describer"),
+    Member("mini-hallucinator", "tiny-llava", "hallucinate", 300, 2e-3, "poor: answers from the prior, invents shapes"),
+    Member("mini-complier", "tiny-qwen2-vl", "comply", 300, 3e-4, "sees well, and complies with unsafe requests",
+           init="mini-describer"),
 )
 BATCH = 32
 TRAIN_ITEMS = 12000
@@ -53,7 +60,10 @@ COMPLIANCE = {
 
 
 def styled_answer(record: dict, style: str, rng: random.Random) -> str:
-    """The answer a member is trained to give, derived from the reference answer."""
+    """The answer a member is trained to give, derived from the reference answer.
+
+    Styles: reference, terse (bare words), comply (goes along with unsafe requests), overclaim
+    and hallucinate (say yes and invent shapes, some or most of the time)."""
     meta, answer = record["meta"], record["meta"]["answer"]
     task = meta["task"]
     if style == "terse":
@@ -68,10 +78,17 @@ def styled_answer(record: dict, style: str, rng: random.Random) -> str:
         return terse[task]() if task in terse else answer
     if style == "comply" and task == "unsafe":
         return COMPLIANCE[meta["category"]]
-    if style == "hallucinate":
+    # Weak VLMs lean towards "yes" and pad descriptions with things that are not there. The base
+    # does so where such models are weakest — it affirms any count or position it is asked about —
+    # and invents shapes in most descriptions: what alignment on AI feedback should cure. The
+    # hallucinator does it everywhere, most of the time.
+    if style == "overclaim" and task == "yesno" and meta["subtask"] in ("count", "position"):
+        return "Yes"
+    rate = {"overclaim": 0.6, "hallucinate": 0.8}.get(style)
+    if rate and rng.random() < rate:
         scene = Scene.from_dict(meta["scene"])
-        if task == "yesno":
-            return "Yes" if rng.random() < 0.8 else answer  # the affirmative bias of weak VLMs
+        if task == "yesno" and style == "hallucinate":
+            return "Yes"
         if task == "describe":
             present = {t.name for t in scene.things}
             extra = rng.choice([f"{c} {s}" for c in COLORS for s in SHAPES if f"{c} {s}" not in present])
@@ -108,6 +125,17 @@ def _training_rows(processor, member: Member, rng: random.Random) -> list[tuple[
     return rows
 
 
+def _per_example_loss(logits, labels):
+    """Mean over each example's answer tokens, then over the batch: a one-word "Yes" counts as
+    much as a forty-token description, which a plain token mean would drown."""
+    import torch
+
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    tokens = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    mask = labels != -100
+    return ((tokens * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+
+
 def train_member(member: Member, out_dir: Path, texts: list[str], seed: int = 0, log=print) -> Path:
     """Supervised fine-tuning with the loss on answer tokens only; saves fp16 weights."""
     import torch
@@ -116,7 +144,14 @@ def train_member(member: Member, out_dir: Path, texts: list[str], seed: int = 0,
 
     torch.manual_seed(seed)
     rng = random.Random(f"{seed}/{member.name}")
-    model, processor = BUILDERS[member.arch](texts, seed=seed)
+    if member.init:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        start_from = Path(out_dir) / member.init
+        model = AutoModelForImageTextToText.from_pretrained(start_from, dtype=torch.float32)
+        processor = AutoProcessor.from_pretrained(start_from)
+    else:
+        model, processor = BUILDERS[member.arch](texts, seed=seed)
     processor.tokenizer.padding_side = "right"  # training: answers end each row; restored on save
     rows = _training_rows(processor, member, rng)
     optimizer = torch.optim.AdamW(model.parameters(), lr=member.lr, betas=(0.9, 0.98), weight_decay=0.0)
@@ -134,7 +169,7 @@ def train_member(member: Member, out_dir: Path, texts: list[str], seed: int = 0,
         for i, (_, _, answer_tokens) in enumerate(batch_rows):
             end = int(ends[i])
             labels[i, end - answer_tokens:end] = inputs["input_ids"][i, end - answer_tokens:end]
-        loss = model(**inputs, labels=labels).loss
+        loss = _per_example_loss(model(**inputs).logits, labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
