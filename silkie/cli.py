@@ -78,6 +78,21 @@ def export_model(args: argparse.Namespace) -> None:
     print(f"exported to {export(args.adapter, args.out, merge=args.merge, repo_id=args.repo_id)}")
 
 
+def annotate(args: argparse.Namespace) -> int:
+    from silkie.feedback.annotate import annotate as run
+
+    overrides = {"model": args.model, "base_url": args.base_url, "prompt": args.prompt,
+                 "prompt_template": args.prompt_template, "concurrency": args.concurrency, "rpm": args.rpm,
+                 "tpm": args.tpm, "budget_usd": args.budget_usd, "batch": args.batch or None,
+                 "swap_check": args.swap_check, "seed": args.seed}
+    summary = run(args.instructions, args.completions, args.out, judge=args.judge, config=args.judge_config,
+                  overrides=overrides, dry_run=args.dry_run)
+    print(summary.table())
+    if not args.dry_run:
+        print(f"annotations in {summary.out}; judge report in {summary.out.parent / 'judge_report.md'}")
+    return 1 if summary.deferred else 0  # unfinished: rerun to judge the deferred items
+
+
 def eval_mme_score(args: argparse.Namespace) -> None:
     import json
 
@@ -164,6 +179,34 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
                      help="do shard I of N (split by instruction id), so N machines share the work")
     gen.set_defaults(func=generate)
+
+    judge = commands.add_parser("annotate", help="rate every response on the three aspects with an AI judge")
+    judge.add_argument("--instructions", required=True, help="RUN/instructions.jsonl (image paths are relative to it)")
+    judge.add_argument("--completions", required=True, help="RUN/completions.jsonl (shards are read with it)")
+    judge.add_argument("--out", required=True,
+                       help="RUN/annotations.jsonl; judge_report.md and judge_config.yaml are written beside it")
+    judge.add_argument("--judge", choices=("openai", "scene"), default="openai",
+                       help="openai: any OpenAI-compatible API (a vLLM server via --base-url); "
+                            "scene: the mini world's grounded judge (default: openai)")
+    judge.add_argument("--judge-config", default="gpt-4o", metavar="NAME|FILE",
+                       help="judge preset in configs/judge/ or a YAML file (default: gpt-4o); flags override it")
+    judge.add_argument("--model", help="judge model name")
+    judge.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
+    judge.add_argument("--prompt", choices=("all-in-one", "per-aspect", "json"),
+                       help="all-in-one (the paper's), one request per aspect, or JSON output with a schema")
+    judge.add_argument("--prompt-template", metavar="FILE",
+                       help="replaces the all-in-one prompt, e.g. the authors' template text; placeholders "
+                            "[[instruction_placeholder]], [[text_1_placeholder]].. (see silkie/feedback/prompts.py)")
+    judge.add_argument("--concurrency", type=int, help="requests in flight")
+    judge.add_argument("--rpm", type=int, help="requests per minute, retries included")
+    judge.add_argument("--tpm", type=int, help="tokens per minute")
+    judge.add_argument("--budget-usd", type=float, help="hard cap on what this run may spend")
+    judge.add_argument("--dry-run", action="store_true", help="estimate requests, tokens and cost; send nothing")
+    judge.add_argument("--batch", action="store_true", help="send through the Batch API (half price, resumable)")
+    judge.add_argument("--swap-check", type=float, metavar="F",
+                       help="judge a share F of items again with the order reversed (position consistency)")
+    judge.add_argument("--seed", type=int, help="seed of the shown order and of the swap-check sample")
+    judge.set_defaults(func=annotate)
 
     from silkie.train import add_arguments as add_train_arguments  # no torch: flags only
 

@@ -88,6 +88,8 @@ ANNOTATION_FIELDS: _Fields = {
     "annotations": (lambda v: isinstance(v, list), "a list", True),
     "judge": (_is_dict, "an object", True),
     "error": (_optional_str, "null or a string", False),
+    # Models whose completion failed, so the judge never saw them (present only when some did).
+    "skipped": (lambda v: isinstance(v, list) and all(_nonempty_str(m) for m in v), "a list of model names", False),
 }
 
 
@@ -142,6 +144,9 @@ def check_annotation(record: Any) -> dict:
     for key in ("name", "prompt_version"):
         if not _nonempty_str(record["judge"].get(key)):
             raise SchemaError(f"{name}: judge.{key} must be a non-empty string")
+    both = sorted(set(record["models"]) & set(record.get("skipped", [])))
+    if both:
+        raise SchemaError(f"{name}: model {both[0]!r} is both rated and skipped")
     if record.get("error") is not None:
         return record  # a failed judgement keeps whatever partial ratings it has
     if len(record["annotations"]) != len(record["models"]):

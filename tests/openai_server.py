@@ -10,13 +10,19 @@ did and records every request, headers included.
         ...
         assert server.counts["ok"] == 1 and server.counts["429"] == 1
 
-Other endpoints (files, batches) are added to `server.routes`: (method, path regex) ->
+It also speaks the Files and Batch APIs far enough for a batch run: upload a JSONL file, create a
+batch from it, retrieve the batch (it completes after `batch_polls` retrievals, answering every
+line with the responder), download the output and error files.
+
+Other endpoints are added to `server.routes`: (method, path regex) ->
 handler(received, **named groups of the regex) -> (status, JSON-able payload or raw bytes).
 """
 
 from __future__ import annotations
 
 import collections
+import email.parser
+import email.policy
 import json
 import re
 import threading
@@ -84,6 +90,13 @@ def echo(body: dict) -> str:
     return f"echo: {prompt_text(body)}"
 
 
+def word_usage(body: dict, text: str) -> dict:
+    """Token counts a test can predict: words of the user turns, words of the reply."""
+    prompt_tokens, completion_tokens = len(prompt_text(body).split()), len(text.split())
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
 @dataclass
 class Received:
     method: str
@@ -104,17 +117,30 @@ class OpenAIServer:
         function (n, request JSON) -> Fault | None.
     rate_limit: (max_requests, per_seconds); a request beyond it gets 429 with the Retry-After that
         would let it through. (60 s makes it requests per minute; tests use shorter windows.)
+    usage: (request JSON, reply text) -> the usage object of the reply.
+    batch_polls: retrievals of a batch before it completes; batch_fails: (batch line) -> whether that
+        line fails (it then goes to the error file).
     All of these are plain attributes, read per request, so a test may change them between calls.
     """
 
     def __init__(self, responder: Callable[[dict], str] = echo, latency: float = 0.0,
-                 faults: list | Callable | None = None, rate_limit: tuple[int, float] | None = None):
+                 faults: list | Callable | None = None, rate_limit: tuple[int, float] | None = None,
+                 usage: Callable[[dict, str], dict] = word_usage):
         self.responder = responder
         self.latency = latency
         self.faults = faults
         self.rate_limit = rate_limit
+        self.usage = usage
+        self.batch_polls = 1
+        self.batch_fails: Callable[[dict], bool] = lambda line: False
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
         self.routes: dict[tuple[str, str], Callable[..., tuple[int, object]]] = {
             ("POST", "/v1/chat/completions"): self._chat_completion,
+            ("POST", "/v1/files"): self._upload,
+            ("GET", r"/v1/files/(?P<file_id>[\w-]+)/content"): self._file_content,
+            ("POST", "/v1/batches"): self._create_batch,
+            ("GET", r"/v1/batches/(?P<batch_id>[\w-]+)"): self._retrieve_batch,
         }
         self.requests: list[Received] = []
         self.counts: collections.Counter = collections.Counter()
@@ -147,17 +173,89 @@ class OpenAIServer:
         body = received.json
         if not isinstance(body, dict):
             return 400, _error_body("the body is not a JSON object", "invalid_request_error")
+        return 200, self._completion(body)
+
+    def _completion(self, body: dict) -> dict:
         text = self.responder(body)
-        prompt_tokens, completion_tokens = len(prompt_text(body).split()), len(text.split())
-        return 200, {
+        return {
             "id": f"chatcmpl-{len(self.requests)}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", "fake"),
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "usage": self.usage(body, text),
         }
+
+    # ---- Files and Batch APIs ----
+
+    def _upload(self, received: Received) -> tuple[int, object]:
+        # The SDK sends multipart/form-data; the email parser reads it once given the header.
+        head = f"Content-Type: {received.headers.get('content-type', '')}\r\n\r\n".encode()
+        form = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + received.body)
+        parts = {part.get_param("name", header="content-disposition"): part for part in form.iter_parts()}
+        if "file" not in parts:
+            return 400, _error_body("no file in the upload", "invalid_request_error")
+        data = parts["file"].get_payload(decode=True)
+        with self._lock:
+            file_id = f"file-{len(self.files)}"
+            self.files[file_id] = data
+        return 200, {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                     "filename": parts["file"].get_filename(), "status": "processed",
+                     "purpose": parts["purpose"].get_payload(decode=True).decode() if "purpose" in parts else "batch"}
+
+    def _file_content(self, received: Received, file_id: str) -> tuple[int, object]:
+        if file_id not in self.files:
+            return 404, _error_body(f"no file {file_id}", "not_found")
+        return 200, self.files[file_id]
+
+    def _create_batch(self, received: Received) -> tuple[int, object]:
+        body = received.json
+        if not isinstance(body, dict) or body.get("input_file_id") not in self.files:
+            return 400, _error_body("input_file_id names no uploaded file", "invalid_request_error")
+        lines = self.files[body["input_file_id"]].splitlines()
+        with self._lock:
+            batch_id = f"batch-{len(self.batches)}"
+            self.batches[batch_id] = {
+                "id": batch_id, "object": "batch", "endpoint": body["endpoint"], "status": "validating",
+                "input_file_id": body["input_file_id"], "completion_window": body["completion_window"],
+                "created_at": int(time.time()), "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
+                "polls": 0}
+            return 200, self._public(self.batches[batch_id])
+
+    def _retrieve_batch(self, received: Received, batch_id: str) -> tuple[int, object]:
+        with self._lock:
+            batch = self.batches.get(batch_id)
+            if batch is None:
+                return 404, _error_body(f"no batch {batch_id}", "not_found")
+            batch["polls"] += 1
+            if batch["status"] == "validating" and batch["polls"] >= self.batch_polls:
+                self._run_batch(batch)
+            return 200, self._public(batch)
+
+    def _run_batch(self, batch: dict) -> None:
+        done, failed = [], []
+        for number, raw in enumerate(self.files[batch["input_file_id"]].splitlines()):
+            line = json.loads(raw)
+            result = {"id": f"batch_req_{number}", "custom_id": line["custom_id"], "error": None}
+            if self.batch_fails(line):
+                result["response"] = {"status_code": 500, "request_id": f"req_{number}",
+                                      "body": json.loads(_error_body("the server had an error", "server_error"))}
+                failed.append(result)
+            else:
+                result["response"] = {"status_code": 200, "request_id": f"req_{number}",
+                                      "body": self._completion(line["body"])}
+                done.append(result)
+        for name, results in (("output_file_id", done), ("error_file_id", failed)):
+            if results:
+                file_id = f"file-{len(self.files)}"
+                self.files[file_id] = b"".join(json.dumps(r).encode() + b"\n" for r in results)
+                batch[name] = file_id
+        batch["status"] = "completed"
+        batch["request_counts"].update(completed=len(done), failed=len(failed))
+
+    @staticmethod
+    def _public(batch: dict) -> dict:
+        return {k: v for k, v in batch.items() if k != "polls"}
 
     def _admit(self, received: Received) -> Fault | None:
         """Record the request and decide, under the lock, whether it is faulted or rate limited."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from silkie.eval.mme import answer as mme_answer  # MME's rule lives in one place
 from silkie.schema import ASPECTS
 from silkie.world.scenes import COLORS, SHAPES, Scene, Thing
 from silkie.world.tasks import NUMBER_WORDS
@@ -42,15 +43,6 @@ def normalise(text: str) -> str:
 
 def to_number(token: str) -> int:
     return int(token) if token.isdigit() else NUMBER_WORDS.index(token)
-
-
-def mme_answer(response: str) -> str:
-    """MME's rule: exactly yes/no, else yes or no within the first 4 characters, else "other"."""
-    text = response.lower()
-    if text in ("yes", "no"):
-        return text
-    head = text[:4]
-    return "yes" if "yes" in head else "no" if "no" in head else "other"
 
 
 @dataclass
@@ -102,6 +94,16 @@ class SceneJudge:
 
     name = "scene"
     prompt_version = "scene-v1"
+
+    def judge(self, items):
+        """The common judge interface (silkie.feedback.base.Judge): one verdict per item, in order."""
+        from silkie.feedback.base import Verdict
+
+        for item in items:
+            try:
+                yield Verdict(item.key, self.rate(item.instruction, item.responses))
+            except (KeyError, TypeError):
+                yield Verdict(item.key, error="the scene judge rates mini-world instructions only")
 
     def rate(self, instruction: dict, responses: list[str]) -> list[dict]:
         """For each response, {aspect: {"Rating": "1".."5", "Rationale": one sentence}}."""
