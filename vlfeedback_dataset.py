@@ -114,8 +114,10 @@ class VLFeedback(datasets.GeneratorBasedBuilder):
 
 
 def build(out: str | Path, run_dir=None, release=None, images=None, pair_policy="silkie", weights=None,
-          strict_ratings=False, judge_noise=0.0, max_shard_size="500MB", max_pixels=None):
-    """Write the dataset repo folder; returns (out, BuildReport, pair report summary)."""
+          strict_ratings=False, judge_noise=0.0, max_shard_size="500MB", max_pixels=None, writer_batch_size=None):
+    """Write the dataset repo folder; returns (out, BuildReport, pair report summary).
+
+    Shards close once past `max_shard_size`, checked every `writer_batch_size` rows (a row group)."""
     from silkie.dataset import BuildReport, write_report
 
     if (run_dir is None) == (release is None):
@@ -132,6 +134,7 @@ def build(out: str | Path, run_dir=None, release=None, images=None, pair_policy=
     with tempfile.TemporaryDirectory() as scratch:
         for config in ("default", "pairs"):
             builder = VLFeedback(config_name=config, cache_dir=f"{scratch}/cache", hash="local",
+                                 writer_batch_size=writer_batch_size,
                                  report=report if config == "default" else None, **settings)
             prepared = Path(scratch) / config
             builder.download_and_prepare(output_dir=str(prepared), file_format="parquet",

@@ -78,7 +78,7 @@ def write_dataset_card(out: Path, report, pair_summary: dict | None, settings: d
         license=LICENSE, language=["en"], pretty_name="VLFeedback", size_categories=_size_category(stats["rows"]),
         task_categories=["image-text-to-text", "visual-question-answering"],
         tags=["vlfeedback", "silkie", "ai-feedback", "preference", "dpo", "multimodal"],
-        source_datasets=sorted(stats["sources"]), configs=configs)
+        source_datasets=sorted(stats["sources"]), configs=configs, dataset_info=_dataset_info(out))
     responses = max(sum(stats["models"].values()), 1)
     shares = [[aspect] + [f"{100 * stats['rating_shares'][aspect].get(k, 0) / responses:.1f}%"
                           for k in ("1", "2", "3", "4", "5", "invalid")] for aspect in ASPECTS]
@@ -101,6 +101,25 @@ def write_dataset_card(out: Path, report, pair_summary: dict | None, settings: d
     card.save(path)
     (out / "card_stats.json").write_text(json.dumps({"statistics": stats, "pairs": summary}, indent=1) + "\n")
     return path
+
+
+def _dataset_info(out: Path) -> list[dict]:
+    """Features and split sizes per config, as Hub cards declare them. `datasets` caches a local
+    folder under a hash of this YAML, so the sizes also keep two different builds from sharing a cache."""
+    import datasets
+
+    from silkie.schema import FEATURES
+
+    infos = []
+    for config in ("default", "pairs"):
+        folder = out / "data" / config
+        splits = [{"name": split, "num_bytes": sum(p.stat().st_size for p in folder.glob(f"{split}-*.parquet")),
+                   "num_examples": _parquet_rows(folder, split)}
+                  for split in ("train", "test") if any(folder.glob(f"{split}-*.parquet"))]
+        size = sum(split["num_bytes"] for split in splits)
+        infos.append({"config_name": config, **datasets.DatasetInfo(features=FEATURES[config])._to_yaml_dict(),
+                      "splits": splits, "download_size": size, "dataset_size": size})
+    return infos
 
 
 def _parquet_rows(folder: Path, split: str) -> int:

@@ -144,3 +144,28 @@ def test_release_sample_builds_and_reports_every_flag(release, tmp_path):
 def test_cli_reports_bad_usage(tmp_path, capsys):
     assert main(["build", "--from-release", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o")]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
+
+
+def test_the_real_chain_builds_collect_generate_annotate(tmp_path):
+    """collect --source mini -> generate (the shipped pool) -> annotate --judge scene -> build."""
+    from silkie.cli import main as silkie
+
+    run = tmp_path / "run"
+    assert silkie(["collect", "--source", "mini", "--n", "12", "--seed", "5",
+                   "--out", str(run / "instructions.jsonl")]) == 0
+    assert silkie(["generate", "--instructions", str(run / "instructions.jsonl"),
+                   "--out", str(run / "completions.jsonl")]) == 0
+    assert silkie(["annotate", "--judge", "scene", "--instructions", str(run / "instructions.jsonl"),
+                   "--completions", str(run / "completions.jsonl"), "--out", str(run / "annotations.jsonl")]) == 0
+    out, report, pairs = build(run / "vlfeedback", run_dir=run)
+    rows = load_dataset(str(out), split="train")
+    assert len(rows) == 12 and all(len(r["models"]) == 4 for r in rows)
+    assert pairs["pairs"] > 0 and sum(1 for split in load_dataset(str(out), "pairs").values() for _ in split) == \
+        pairs["pairs"]
+
+
+def test_shards_split_by_size_and_load_as_one(scene_run, tmp_path):
+    out, _, _ = build(tmp_path / "vlfeedback", run_dir=scene_run, max_shard_size="40KB", writer_batch_size=8)
+    shards = sorted((out / "data" / "default").glob("train-*.parquet"))
+    assert len(shards) > 1 and shards[-1].name.endswith(f"-of-{len(shards):05d}.parquet")
+    assert len(load_dataset(str(out), split="train")) == 40
