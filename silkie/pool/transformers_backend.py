@@ -58,9 +58,11 @@ class TransformersBackend:
 
     def generate(self, requests: list[Request], params: GenerationParams) -> list[Result]:
         tokenizer = self.loaded.processor.tokenizer
-        # Similar lengths in one batch waste less compute on padding.
-        lengths = [len(tokenizer(_text_of(r)).input_ids) for r in requests]
-        order = sorted(range(len(requests)), key=lambda i: (lengths[i], i))
+        # A batch runs until its longest answer ends, so batch alike prompts together: similar
+        # length wastes less padding, and the same wording tends to get answers of similar length.
+        texts = [_text_of(r) for r in requests]
+        lengths = [len(ids) for ids in tokenizer(texts).input_ids] if texts else []
+        order = sorted(range(len(requests)), key=lambda i: (lengths[i], texts[i], i))
         results: dict[int, Result] = {}
         start = 0
         while start < len(order):
