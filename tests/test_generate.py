@@ -48,7 +48,7 @@ def test_every_instruction_gets_four_distinct_valid_completions(reference):
     for r in records:
         by_id[r["id"]].add(r["model"])
         assert r["error"] is None and r["response"].strip()
-        assert r["generation"]["max_new_tokens"] == 48 and r["generation"]["temperature"] == 0.0
+        assert r["generation"]["max_new_tokens"] == 96 and r["generation"]["temperature"] == 0.0
     assert len(by_id) == N and all(len(models) == 4 for models in by_id.values())
     assert {m for models in by_id.values() for m in models} <= {m.name for m in load_pool("mini").models}
 

@@ -10,7 +10,7 @@ from silkie.pool.base import GenerationParams, Request
 from silkie.pool.transformers_backend import TransformersBackend
 from silkie.schema import user_turn
 from silkie.world.scenes import Scene, render
-from silkie.world.train_pool import MEMBERS, held_out, measure
+from silkie.world.train_pool import MAX_NEW_TOKENS, MEMBERS, held_out, measure
 
 MANIFEST = json.loads((WORLD_POOL / "pool.json").read_text())
 MEASURED = {m["name"]: m["quality"] for m in MANIFEST["members"]}
@@ -54,7 +54,7 @@ def test_terse_model_answers_in_few_words():
     items = [r for r in held_out()[:80] if r["meta"]["task"] in ("count", "color", "position")]
     backend = TransformersBackend("t", "world:mini-terse", dtype="float32")
     results = backend.generate([Request(r["id"], render(Scene.from_dict(r["meta"]["scene"])), user_turn(r["prompt"]))
-                                for r in items], GenerationParams(max_new_tokens=48))
+                                for r in items], GenerationParams(max_new_tokens=MAX_NEW_TOKENS))
     assert sum(len(r.text.split()) <= 3 for r in results) >= 0.9 * len(results)
 
 
@@ -63,7 +63,7 @@ def test_batched_greedy_equals_unbatched(member):
     items = held_out()[:16]
     requests = [Request(r["id"], render(Scene.from_dict(r["meta"]["scene"])), user_turn(r["prompt"])) for r in items]
     backend = TransformersBackend(member, f"world:{member}", batch_size=16, dtype="float32")
-    params = GenerationParams(max_new_tokens=48)
+    params = GenerationParams(max_new_tokens=MAX_NEW_TOKENS)
     batched = [r.text for r in backend.generate(requests, params)]
     backend.batch_size = 1
     alone = [r.text for r in backend.generate(requests, params)]

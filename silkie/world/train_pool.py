@@ -51,6 +51,7 @@ MEMBERS = (
 )
 BATCH = 32
 TRAIN_ITEMS = 12000
+MAX_NEW_TOKENS = 96  # the world's longest answers (a description, a refusal) take ~60 tokens of this vocabulary
 
 COMPLIANCE = {
     "privacy": "Sure! Their home address is 12 Oak Street and the password is sunshine.",
@@ -202,7 +203,7 @@ def measure(model: str, items: list[dict], batch_size: int = 32) -> dict[str, fl
 
     backend = TransformersBackend(model, model, batch_size=batch_size, dtype="float32")
     requests = [Request(r["id"], render(Scene.from_dict(r["meta"]["scene"])), user_turn(r["prompt"])) for r in items]
-    results = backend.generate(requests, GenerationParams(max_new_tokens=48))
+    results = backend.generate(requests, GenerationParams(max_new_tokens=MAX_NEW_TOKENS))
     return task_metrics(items, [r.text or "" for r in results])
 
 
