@@ -18,7 +18,7 @@ from silkie.world.scenes import render
 def main(model: str = "world:mini-base", n: int = 96, batch: int = 16) -> dict:
     backend = TransformersBackend(model, model, batch_size=batch, dtype="float32")
     requests = [Request(r["id"], render(scene), user_turn(r["prompt"])) for r, scene in generate(n, seed=4242)]
-    params = GenerationParams(max_new_tokens=48)
+    params = GenerationParams(max_new_tokens=96)  # as configs/pool/mini.yaml
     backend.generate(requests[:batch], params)  # warm-up
     timings, outputs = {}, {}
     for size in (1, batch):
