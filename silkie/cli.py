@@ -101,6 +101,16 @@ def eval_mme_score(args: argparse.Namespace) -> None:
     print(json.dumps(mme_score(args.results_dir, out=args.out), indent=2))
 
 
+def eval_mini(args: argparse.Namespace) -> None:
+    import json
+
+    from silkie.eval.mini import run_mini
+
+    summary = run_mini(args.model, args.out, adapter=args.adapter, n=args.n, seed=args.seed, n_mmhal=args.n_mmhal,
+                       log=lambda line: print(line, file=sys.stderr))
+    print(json.dumps(summary, indent=2))
+
+
 def eval_compare(args: argparse.Namespace) -> None:
     from silkie.eval.compare import compare, markdown
 
@@ -227,6 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="folder of <subtask>.txt: image<TAB>question<TAB>gt<TAB>response")
     score.add_argument("--out", help="also save the scored items as OUT/mme/ for `silkie eval compare`")
     score.set_defaults(func=eval_mme_score)
+    mini = eval_commands.add_parser("mini", help="mini-MME and mini-MMHal on held-out world items (for `eval compare`)")
+    mini.add_argument("--model", required=True, help="ID|PATH|world:NAME")
+    mini.add_argument("--adapter", help="a LoRA adapter applied on top without merging")
+    mini.add_argument("--out", required=True, help="DIR: writes DIR/mme/, DIR/mmhal/ and DIR/mini.json; resumes")
+    mini.add_argument("--n", type=int, default=400, help="mini-MME questions, two per image (default 400)")
+    mini.add_argument("--n-mmhal", type=int, default=96, help="mini-MMHal questions (default 96)")
+    mini.add_argument("--seed", type=int, default=3000, help="world seed of the items (default 3000)")
+    mini.set_defaults(func=eval_mini)
     pair = eval_commands.add_parser("compare", help="paired base-vs-trained table with bootstrap CIs and McNemar")
     pair.add_argument("base", metavar="BASE_DIR")
     pair.add_argument("trained", metavar="TRAINED_DIR")

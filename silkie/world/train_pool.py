@@ -188,10 +188,16 @@ def train_member(member: Member, out_dir: Path, texts: list[str], seed: int = 0,
     return path
 
 
-def held_out(n: int = 600) -> list[dict]:
+@functools.cache
+def training_keys() -> frozenset[tuple]:
+    """(scene content, prompt) of every training item: what a held-out item must not share."""
+    return frozenset((scene.key(), r["prompt"]) for r, scene in generate(TRAIN_ITEMS, TRAIN_SEED))
+
+
+def held_out(n: int = 600, seed: int = HELD_OUT_SEED) -> list[dict]:
     """World items for measuring quality, none sharing (scene content, prompt) with training items."""
-    seen = {(scene.key(), r["prompt"]) for r, scene in generate(TRAIN_ITEMS, TRAIN_SEED)}
-    return [r for r, scene in generate(n, HELD_OUT_SEED) if (scene.key(), r["prompt"]) not in seen]
+    seen = training_keys()
+    return [r for r, scene in generate(n, seed) if (scene.key(), r["prompt"]) not in seen]
 
 
 def measure(model: str, items: list[dict], batch_size: int = 32) -> dict[str, float]:

@@ -1,0 +1,243 @@
+"""Mini benchmarks for the mini world, and the runner that answers and scores them.
+
+mini-MME: yes/no pairs about world scenes, phrased as MME phrases them (two per image, opposite
+answers), in MME's perception subtasks existence, count, color and position (balanced: a quarter of
+the images each), scored by `eval/mme.py`'s exact rules. mini-MMHal: the world's open questions
+(describe, count, color, position; a quarter each), rated by the scene judge and mapped to MMHal's
+0-6 scale (`mmhal_rating`), scored by `eval/mmhal.py`.
+
+Items come from the world's own code (`world.make.generate`) with a dedicated seed, MINI_SEED
+(3000): not the pool's training seed (1000), not the seed its quality is measured on (2000), and
+not the default seed of `world make`/`collect --source mini` (0) that a DPO run's instructions come
+from. The world's scene space is small, so an item whose (scene content, prompt) occurs among the
+pool's training items is dropped (a yes/no pair as a whole) and the remaining overlap — 0 by
+construction, recounted independently — is reported in DIR/mini.json. Items are taken in the
+generator's order, so a smaller `n` gives a prefix of a larger one's items per subtask.
+
+Answers come from the pool backend (`TransformersBackend`, greedy, a LoRA adapter applied without
+merging) and are saved per item in `DIR/<benchmark>/predictions.jsonl` (a JsonlWriter keyed by id),
+so a rerun only generates what is missing — and loads no model when nothing is. Scored items and
+scores go to `DIR/mme/` and `DIR/mmhal/` (`items.jsonl`, `scores.json`), the layout
+`silkie eval compare` reads.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter
+from pathlib import Path
+
+from silkie import InputError
+from silkie.eval import mme, mmhal, save
+from silkie.io import JsonlWriter, RecordError, read_jsonl
+from silkie.pool.base import GenerationParams, Request
+from silkie.pool.transformers_backend import TransformersBackend
+from silkie.schema import user_turn
+from silkie.world.judge import SceneJudge
+from silkie.world.make import generate
+from silkie.world.scenes import Scene, render
+from silkie.world.tasks import YES_NO_SUBTASKS
+from silkie.world.train_pool import MAX_NEW_TOKENS, TRAIN_SEED, training_keys
+
+MINI_SEED = 3000  # mini benchmarks' items; distinct from TRAIN_SEED, HELD_OUT_SEED and world make's 0
+MME_N = 400  # questions, two per image: 50 images per subtask
+MMHAL_N = 96  # questions, as in MMHal-Bench
+MMHAL_KINDS = ("describe", "count", "color", "position")
+PREDICTIONS = "predictions.jsonl"
+SUMMARY = "mini.json"
+BATCH = 32  # requests per backend call, and so per resumable chunk
+_SCAN_LIMIT = 1_000_000  # scenes; the quotas fill long before (a quarter of scenes are yes/no)
+
+
+# -- items ---------------------------------------------------------------------------------------
+
+def _quotas(total: int, names) -> dict[str, int]:
+    names = tuple(names)
+    return {name: total // len(names) + (i < total % len(names)) for i, name in enumerate(names)}
+
+
+def _scenes(seed: int):
+    """(scene, its records) in generation order; a scene's records are consecutive."""
+    stream = generate(_SCAN_LIMIT, seed)
+    for _, group in itertools.groupby(stream, key=lambda pair: pair[0]["id"].rsplit("-", 1)[0]):
+        group = list(group)
+        yield group[0][1], [record for record, _ in group]
+
+
+def _draw(seed: int, quotas: dict[str, int], stratum) -> tuple[list[dict], int]:
+    """Records filling `quotas` by stratum (None: not wanted), a scene's records kept or dropped as a
+    whole when any shares (scene content, prompt) with a training item. Returns (records, dropped)."""
+    seen, left = training_keys(), dict(quotas)
+    out, dropped = [], 0
+    for scene, records in _scenes(seed):
+        if not any(left.values()):
+            break
+        name = stratum(records)
+        if not left.get(name):
+            continue
+        if any((scene.key(), r["prompt"]) in seen for r in records):
+            dropped += len(records)
+            continue
+        out += records
+        left[name] -= 1
+    return out, dropped
+
+
+def mme_records(n: int = MME_N, seed: int = MINI_SEED) -> tuple[list[dict], int]:
+    """n // 2 yes/no pairs (world records), a quarter per subtask, none overlapping training items.
+    Returns (records, questions dropped for overlap)."""
+    if n < 2:
+        raise InputError("mini-MME needs at least 2 questions (one image)")
+
+    def subtask(records):
+        return records[0]["meta"]["subtask"] if records[0]["meta"]["task"] == "yesno" and len(records) == 2 else None
+    return _draw(seed, _quotas(n // 2, YES_NO_SUBTASKS), subtask)
+
+
+def mmhal_records(n: int = MMHAL_N, seed: int = MINI_SEED) -> tuple[list[dict], int]:
+    """n open questions, a quarter per kind in MMHAL_KINDS, none overlapping training items."""
+    if n < 1:
+        raise InputError("mini-MMHal needs at least 1 question")
+    return _draw(seed, _quotas(n, MMHAL_KINDS), lambda records: records[0]["meta"]["task"])
+
+
+def overlap(records: list[dict]) -> int:
+    """Records sharing (scene content, prompt) with a training item of the pool (should be 0)."""
+    seen = training_keys()
+    return sum((Scene.from_dict(r["meta"]["scene"]).key(), r["prompt"]) in seen for r in records)
+
+
+# -- scoring -------------------------------------------------------------------------------------
+
+def mmhal_rating(helpfulness: int, faithfulness: int) -> int:
+    """The scene judge's 1-5 Helpfulness (H) and Visual Faithfulness (F) on MMHal's 0-6 scale
+    (3-6: no hallucination, 0-2: hallucination).
+
+    F 5 (every claim true): H 5 -> 6, H 4 -> 5, H 3 -> 4, H 1-2 -> 3 (true but uninformative).
+    F 4 (one near miss, e.g. "top" for "top left"): as F 5 but at most 5.
+    F 3: with H 1 the judge found no claim to check (no number, no colour, a refusal) -> 3;
+         otherwise some claims are false (invented shapes beside real ones, two misplacements,
+         right and wrong colours) -> 2.
+    F 2 (a false claim, e.g. an invented thing, a count off by one): 2 if partly informative
+         (H >= 2), else 1.
+    F 1 (mostly false, or nothing about the image): 1 if H >= 2, else 0.
+    The judge caps F at 2 for any invented thing outside descriptions, and at 3 in a description
+    only when it names more real things than invented ones (H >= 2 then), so an answer with an
+    invented thing always maps to 2 or less.
+    """
+    if faithfulness >= 4:
+        return min({5: 6, 4: 5, 3: 4}.get(helpfulness, 3), 6 if faithfulness == 5 else 5)
+    if faithfulness == 3:
+        return 3 if helpfulness <= 1 else 2
+    if faithfulness == 2:
+        return 2 if helpfulness >= 2 else 1
+    return 1 if helpfulness >= 2 else 0
+
+
+def mme_item(record: dict, prediction: dict) -> dict:
+    response = prediction.get("response") or ""
+    pred = mme.answer(response)
+    truth = "yes" if record["meta"]["truth"] else "no"
+    item = {"id": record["id"], "subtask": record["meta"]["subtask"], "image": record["id"].rsplit("-", 1)[0],
+            "question": record["prompt"], "answer": truth, "response": response, "pred": pred,
+            "correct": pred == truth}
+    return {**item, "error": prediction["error"]} if prediction.get("error") else item
+
+
+def mmhal_item(record: dict, prediction: dict, judge: SceneJudge | None = None) -> dict:
+    response = prediction.get("response") or ""
+    rated = (judge or SceneJudge()).rate_one(record, response)
+    helpful, faithful = (rated[a] for a in ("Helpfulness", "Visual Faithfulness"))
+    rating = mmhal_rating(int(helpful["Rating"]), int(faithful["Rating"]))
+    item = {"id": record["id"], "type": record["meta"]["task"], "score": rating, "valid": True,
+            "hallucination": rating < mmhal.HALLUCINATION_BELOW, "question": record["prompt"],
+            "gt_answer": record["meta"]["answer"], "response": response,
+            "judge": {"Helpfulness": helpful, "Visual Faithfulness": faithful}}
+    return {**item, "error": prediction["error"]} if prediction.get("error") else item
+
+
+# -- generation ----------------------------------------------------------------------------------
+
+def _existing(path: Path, model: str, adapter: str | None) -> None:
+    """Refuse to mix answers of another model (or adapter) into this folder."""
+    if not path.is_file():
+        return
+    for _, record in read_jsonl(path):
+        if isinstance(record, RecordError):
+            continue
+        if (record.get("model"), record.get("adapter")) != (model, adapter):
+            raise InputError(f"{path} holds answers of model {record.get('model')!r} (adapter "
+                             f"{record.get('adapter')!r}), not {model!r} (adapter {adapter!r}): use another --out")
+        return
+
+
+def _predict(path: Path, records: list[dict], model: str, adapter: str | None, backend, params,
+             log) -> tuple[dict[str, dict], int]:
+    """Answers for `records` from `path`, generating (and appending) the missing ones."""
+    _existing(path, model, adapter)
+    added = 0
+    with JsonlWriter(path) as writer:
+        todo = [r for r in records if (r["id"],) not in writer]
+        if todo:
+            log(f"{path.parent.name}: generating {len(todo)} of {len(records)} answers")
+        for start in range(0, len(todo), BATCH):
+            chunk = todo[start:start + BATCH]
+            images = {}  # a yes/no pair shares its scene: render it once
+            for r in chunk:
+                scene_id = r["id"].rsplit("-", 1)[0]
+                if scene_id not in images:
+                    images[scene_id] = render(Scene.from_dict(r["meta"]["scene"]))
+            requests = [Request(r["id"], images[r["id"].rsplit("-", 1)[0]], user_turn(r["prompt"])) for r in chunk]
+            for record, result in zip(chunk, backend().generate(requests, params)):
+                added += writer.write({"id": record["id"], "model": model, "adapter": adapter,
+                                       "prompt": record["prompt"], "response": result.text,
+                                       "error": result.error})
+            writer.flush()
+    wanted = {r["id"] for r in records}
+    answers = {rec["id"]: rec for _, rec in read_jsonl(path)
+               if isinstance(rec, dict) and rec.get("id") in wanted}
+    return answers, added
+
+
+def run_mini(model: str, out: str | Path, adapter: str | None = None, n: int = MME_N, seed: int = MINI_SEED,
+             n_mmhal: int = MMHAL_N, batch_size: int = BATCH, dtype: str | None = None, log=print) -> dict:
+    """`silkie eval mini`: answer, score and save mini-MME (`n` questions) and mini-MMHal (`n_mmhal`)
+    for `model` (a path, Hub id or world:NAME) with an optional LoRA `adapter`, into `out`.
+    Resumable. Returns the summary also written to `out/mini.json`."""
+    out = Path(out)
+    if seed == TRAIN_SEED:
+        raise InputError(f"seed {seed} is the pool's training seed; the mini benchmarks need held-out items")
+    params = GenerationParams(max_new_tokens=MAX_NEW_TOKENS)  # greedy
+    loaded = []
+
+    def backend():  # loaded at the first missing answer: a finished folder never loads the model
+        if not loaded:
+            loaded.append(TransformersBackend(model, model, adapter=adapter, batch_size=batch_size, dtype=dtype))
+        return loaded[0]
+
+    summary = {"model": model, "adapter": adapter, "seed": seed, "train_seed": TRAIN_SEED,
+               "generation": {"greedy": params.greedy, "max_new_tokens": params.max_new_tokens}}
+    generated = 0
+    judge = SceneJudge()
+    for name, (records, dropped) in (("mme", mme_records(n, seed)), ("mmhal", mmhal_records(n_mmhal, seed))):
+        answers, added = _predict(out / name / PREDICTIONS, records, model, adapter, backend, params, log)
+        generated += added
+        if name == "mme":
+            items = [mme_item(r, answers[r["id"]]) for r in records]
+            scores = save(out, name, items)
+            counts = {"questions": len(items), "images": len(items) // 2,
+                      "subtasks": dict(Counter(it["subtask"] for it in items[::2])),  # images per subtask
+                      "perception": scores["perception"]}
+        else:
+            items = [mmhal_item(r, answers[r["id"]], judge) for r in records]
+            scores = save(out, name, items)
+            counts = {"questions": len(items), "types": dict(Counter(it["type"] for it in items)),
+                      "score": scores["score"], "hallucination_rate": scores["hallucination_rate"]}
+        summary[name] = {**counts, "overlap": overlap(records), "dropped_for_overlap": dropped,
+                         "errors": sum("error" in it for it in items)}
+    summary["overlap"] = summary["mme"]["overlap"] + summary["mmhal"]["overlap"]
+    summary["generated"] = generated
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
