@@ -53,7 +53,7 @@ class TrainConfig:
     max_length: int = 2048  # longer rows are dropped (counted), never truncated through image tokens
     # reference log-prob cache (RUN/train/ref_cache/)
     ref_cache: bool = True
-    ref_batch_size: int | None = None
+    ref_batch_size: int | None = None  # None: the training batch, so the pass never peaks above a training step
     # pre-flight
     preflight_rows: int = 64
     max_memory_gb: float | None = None  # stop when the peak-memory estimate exceeds it

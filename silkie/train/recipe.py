@@ -67,7 +67,7 @@ class SilkieDPOTrainer(DPOTrainer):
         import torch
         from accelerate.utils import gather_object
 
-        batch_size = batch_size or 2 * self.args.per_device_train_batch_size
+        batch_size = batch_size or self.args.per_device_train_batch_size
         acc = self.accelerator
         model = self.model
         if self.is_deepspeed_enabled:  # parameters not placed yet: an inference engine, as TRL does
