@@ -17,6 +17,7 @@ embedded, and the card's YAML declares the two configs, so that `load_dataset(DI
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import shutil
 import sys
@@ -73,7 +74,7 @@ class VLFeedback(datasets.GeneratorBasedBuilder):
             for row in self._rows(self.config.report):
                 yield row["id"], default_record(row)
             return
-        plan, test_rows = self._plan()
+        plan, test_rows = self._plan
         for index, row in enumerate(self._rows(None)):
             if index not in plan or (index in test_rows) != (split == "test"):
                 continue
@@ -86,8 +87,10 @@ class VLFeedback(datasets.GeneratorBasedBuilder):
                     "chosen_model": str(chosen["model"]), "rejected_model": str(rejected["model"]),
                     "chosen_score": pair.chosen_score, "rejected_score": pair.rejected_score}
 
+    @functools.cached_property
     def _plan(self):
-        """Pairs per row index (a first pass over ratings only), and the rows held out as test."""
+        """Pairs per row index (a first pass over ratings only), and the rows held out as test;
+        computed once for both splits."""
         from silkie.dataset import BuildReport
         from silkie.pairs import plan_pairs, row_from_completions
 

@@ -9,8 +9,6 @@ without a line in build_report.json.
 from __future__ import annotations
 
 import json
-import sqlite3
-import tempfile
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -18,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from silkie import InputError
-from silkie.schema import ASPECTS, rating_value
+from silkie.schema import ASPECTS, rating_value, raw_rating
 
 EXPECTED_COMPLETIONS = 4
 
@@ -112,10 +110,9 @@ def release_rows(jsonl: str | Path, images: str | Path | None, report: BuildRepo
 def run_rows(run_dir: str | Path, report: BuildReport) -> Iterator[SourceRow]:
     """Join a run's three stage files into rows, one per annotated instruction.
 
-    Completion texts are looked up in a temporary SQLite index rather than a dict, so memory stays
-    flat however large the run.
+    Completion texts are looked up in `io.CompletionIndex`, so memory stays flat however large the run.
     """
-    from silkie.io import read_checked, resolve_inside
+    from silkie.io import CompletionIndex, read_checked, resolve_inside
 
     run_dir = Path(run_dir)
     instructions = {}
@@ -124,16 +121,8 @@ def run_rows(run_dir: str | Path, report: BuildReport) -> Iterator[SourceRow]:
             report.flag(None, str(record), "invalid_instructions")
         else:
             instructions[record["id"]] = (record["prompt"], record["image"], record["source"])
-    with tempfile.TemporaryDirectory() as scratch:
-        index = sqlite3.connect(str(Path(scratch) / "completions.sqlite"))
-        index.execute("CREATE TABLE c (id TEXT, model TEXT, response TEXT, PRIMARY KEY (id, model))")
-        for _, record in read_checked(run_dir / "completions.jsonl", "completion"):
-            if isinstance(record, Exception):
-                report.flag(None, str(record), "invalid_completions")
-            elif record["error"] is None:
-                index.execute("INSERT OR IGNORE INTO c VALUES (?, ?, ?)",
-                              (record["id"], record["model"], record["response"]))
-        index.commit()
+    with CompletionIndex(run_dir / "completions.jsonl",
+                         on_bad=lambda error: report.flag(None, str(error), "invalid_completions")) as index:
         for _, record in read_checked(run_dir / "annotations.jsonl", "annotation"):
             if isinstance(record, Exception):
                 report.flag(None, str(record), "invalid_annotations")
@@ -147,16 +136,15 @@ def run_rows(run_dir: str | Path, report: BuildReport) -> Iterator[SourceRow]:
                 continue
             completions = []
             for model, annotation in zip(record["models"], record["annotations"]):
-                found = index.execute("SELECT response FROM c WHERE id = ? AND model = ?", (row_id, model)).fetchone()
-                if found is None:
+                response = index.response(row_id, model)
+                if response is None:
                     report.flag(row_id, f"no completion from {model}", "missing_completions")
                     continue
-                completions.append({"annotations": annotation, "model": model, "response": found[0]})
+                completions.append({"annotations": annotation, "model": model, "response": response})
             prompt, image, source = instructions[row_id]
             row = {"id": row_id, "prompt": prompt, "models": [c["model"] for c in completions],
                    "completions": completions, "source": source}
             yield SourceRow(row, lambda image=image: resolve_inside(run_dir, image).read_bytes())
-        index.close()
 
 
 # ---- checks common to both ---------------------------------------------------------------------
@@ -179,7 +167,7 @@ def checked_rows(rows: Iterator[SourceRow], report: BuildReport, max_pixels: int
                         "rows_with_other_than_4_completions")
         for completion in row["completions"]:
             for aspect in ASPECTS:
-                raw = ((completion.get("annotations") or {}).get(aspect) or {}).get("Rating")
+                raw = raw_rating(completion, aspect)
                 if rating_value(raw) is None:
                     kind = "out_of_range_ratings" if str(raw).strip().lstrip("-").isdigit() else "non_numeric_ratings"
                     report.counts[kind] += 1

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from silkie import InputError
+from silkie import InputError, one_line
 
 MAX_PIXELS = 40_000_000
 # Pillow format name -> file extension; anything else is refused even if Pillow could read it.
@@ -35,10 +35,6 @@ class RecordError(InputError):
 
 class ImageError(InputError):
     """An image that cannot be used; the message names the file and says why."""
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 def read_jsonl(path) -> Iterator[tuple[int, dict | RecordError]]:
@@ -176,9 +172,9 @@ def _image_errors(name: str):
             allowed = ", ".join(IMAGE_FORMATS)
             raise ImageError(f"not an image in an allowed format ({allowed}): {name}") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ImageError(f"image too large: {name}: {_one_line(e)}") from None
+            raise ImageError(f"image too large: {name}: {one_line(e)}") from None
         except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise ImageError(f"truncated or corrupt image: {name}: {_one_line(e)}") from None
+            raise ImageError(f"truncated or corrupt image: {name}: {one_line(e)}") from None
 
 
 def _decode(fp, name: str, max_pixels: int) -> Image.Image:
@@ -329,3 +325,46 @@ def read_checked(path, kind: str | None = None, images: bool = True) -> Iterator
             yield number, RecordError(f"{path}:{number}: {error}")
             continue
         yield number, record
+
+
+class CompletionIndex:
+    """A completions file (and its shards) by id, in a temporary SQLite file: memory stays flat
+    however large the run. Bad records go to `on_bad` (an InputError each) and are left out."""
+
+    def __init__(self, path, on_bad=None):
+        import sqlite3
+        import tempfile
+
+        self._scratch = tempfile.TemporaryDirectory()
+        self._db = sqlite3.connect(str(Path(self._scratch.name) / "completions.sqlite"))
+        self._db.execute("CREATE TABLE c (id TEXT, model TEXT, seq INTEGER, response TEXT, error TEXT, "
+                         "PRIMARY KEY (id, model))")
+        for seq, (_, record) in enumerate(read_checked(path, "completion")):
+            if isinstance(record, InputError):
+                if on_bad:
+                    on_bad(record)
+                continue
+            self._db.execute("INSERT OR IGNORE INTO c VALUES (?, ?, ?, ?, ?)",
+                             (record["id"], record["model"], seq, record["response"], record.get("error")))
+        self._db.commit()
+
+    def of(self, record_id: str) -> list[tuple[str, str, str | None]]:
+        """(model, response, error) of every completion of an instruction, in file order."""
+        return self._db.execute("SELECT model, response, error FROM c WHERE id = ? ORDER BY seq",
+                                (record_id,)).fetchall()
+
+    def response(self, record_id: str, model: str) -> str | None:
+        """The text of a successful completion, or None (missing or failed)."""
+        found = self._db.execute("SELECT response FROM c WHERE id = ? AND model = ? AND error IS NULL",
+                                 (record_id, model)).fetchone()
+        return found[0] if found else None
+
+    def close(self) -> None:
+        self._db.close()
+        self._scratch.cleanup()
+
+    def __enter__(self) -> CompletionIndex:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

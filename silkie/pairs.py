@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from silkie import InputError
-from silkie.schema import ASPECTS, rating_value
+from silkie.schema import ASPECTS, rating_value, raw_rating
 
 POLICIES = ("silkie", "margin:X", "maxmin", "best-vs-random", "aspect:NAME", "longest", "model:NAME")
 ASPECT_KEYS = {"H": "Helpfulness", "E": "Ethical Considerations", "V": "Visual Faithfulness"}
@@ -45,7 +45,7 @@ def row_from_completions(row_id: str, completions: list[dict], strict: bool = Fa
     values = np.full((len(completions), len(ASPECTS)), np.nan)
     for i, completion in enumerate(completions):
         for j, aspect in enumerate(ASPECTS):
-            raw = ((completion.get("annotations") or {}).get(aspect) or {}).get("Rating")
+            raw = raw_rating(completion, aspect)
             value = official_value(raw)
             if strict and rating_value(raw) is None:
                 value = np.nan

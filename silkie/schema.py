@@ -39,6 +39,11 @@ def rating_value(rating: str | None) -> int | None:
     return value if value in RATING_SCALE else None
 
 
+def raw_rating(completion: dict, aspect: str):
+    """The rating a completion's annotation holds for an aspect, as written (None when absent)."""
+    return ((completion.get("annotations") or {}).get(aspect) or {}).get("Rating")
+
+
 # ---- records of each stage -------------------------------------------------------------------
 
 def _is_str(value: Any) -> bool:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import sqlite3
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -99,12 +97,7 @@ def annotate(instructions: str | Path, completions: str | Path, out: str | Path,
     cache_path = out.parent / "cache.sqlite"
     cache = RequestCache(cache_path) if not dry_run or cache_path.exists() else None
     try:
-        with tempfile.TemporaryDirectory() as scratch:
-            stage = _Stage(instructions, completions, out, judge, config, cache, Path(scratch))
-            try:
-                return stage.run(dry_run, progress)
-            finally:
-                stage.index.close()
+        return _Stage(instructions, completions, out, judge, config, cache).run(dry_run, progress)
     finally:
         if cache is not None:
             cache.close()
@@ -148,22 +141,28 @@ class _Plan:
 
 class _Stage:
     def __init__(self, instructions: Path, completions: Path, out: Path, judge_name: str, config: JudgeConfig,
-                 cache, scratch: Path):
+                 cache):
         self.instructions, self.completions, self.out, self.config = instructions, completions, out, config
         self.judge = make_judge(judge_name, config, cache)
         self.summary = AnnotateSummary(out, self.judge.name, paid=hasattr(self.judge, "ledger"))
-        self.index = sqlite3.connect(str(scratch / "completions.sqlite"))
+        self.index = None  # an io.CompletionIndex while run() runs
         self.plans: dict[str, _Plan] = {}
 
     def run(self, dry_run: bool, progress: bool) -> AnnotateSummary:
+        from silkie.io import CompletionIndex
+
+        if dry_run and not self.summary.paid:
+            raise InputError(f"--dry-run estimates a paid judge's cost; the {self.judge.name} judge is free")
+        counts = self.summary.counts
+        with CompletionIndex(self.completions, on_bad=lambda _: counts.update(bad_completions=1)) as self.index:
+            return self._run(dry_run, progress)
+
+    def _run(self, dry_run: bool, progress: bool) -> AnnotateSummary:
         from tqdm import tqdm
 
         from silkie.io import JsonlWriter, read_jsonl
 
         c, paid = self.summary.counts, self.summary.paid
-        if dry_run and not paid:
-            raise InputError(f"--dry-run estimates a paid judge's cost; the {self.judge.name} judge is free")
-        self._index_completions()
         if dry_run:
             done = {r["id"] for _, r in read_jsonl(self.out) if isinstance(r, dict)} if self.out.exists() else set()
             self.summary.estimate = self.judge.estimate(self._items(done, count=True))
@@ -172,7 +171,7 @@ class _Stage:
         self._save_config()
         with JsonlWriter(self.out) as writer:
             done = {key[0] for key in writer.done}
-            total = sum(1 for r in self._instructions(done) if self._completions_of(r["id"]))
+            total = sum(1 for r in self._instructions(done) if self.index.of(r["id"]))
             if self.config.batch and paid:
                 from silkie.feedback.batch import run_batches, state_path
 
@@ -203,20 +202,6 @@ class _Stage:
         settings["base_url"] = _without_credentials(settings["base_url"])
         (self.out.parent / "judge_config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
 
-    def _index_completions(self) -> None:
-        """Completions by id, in a temporary SQLite file: memory stays flat however large the run."""
-        from silkie.io import read_checked
-
-        self.index.execute("CREATE TABLE c (id TEXT, model TEXT, seq INTEGER, response TEXT, error TEXT, "
-                           "PRIMARY KEY (id, model))")
-        for seq, (_, record) in enumerate(read_checked(self.completions, "completion")):
-            if isinstance(record, Exception):
-                self.summary.counts["bad_completions"] += 1
-                continue
-            self.index.execute("INSERT OR IGNORE INTO c VALUES (?, ?, ?, ?, ?)",
-                               (record["id"], record["model"], seq, record["response"], record.get("error")))
-        self.index.commit()
-
     def _instructions(self, done: set, count: bool = False) -> Iterator[dict]:
         from silkie.io import read_checked
 
@@ -228,10 +213,6 @@ class _Stage:
             else:
                 yield record
 
-    def _completions_of(self, record_id: str) -> list[tuple]:
-        return self.index.execute("SELECT model, response, error FROM c WHERE id = ? ORDER BY seq",
-                                  (record_id,)).fetchall()
-
     def _items(self, done: set, write=None, count: bool = False) -> Iterator[Item]:
         """The judge's items, in instruction order. With `write`, items that cannot be judged are
         written at once as error records and every other one is planned for `_take`; `count`
@@ -240,7 +221,7 @@ class _Stage:
 
         c = self.summary.counts if count else Counter()
         for record in self._instructions(done, count):
-            rows = self._completions_of(record["id"])
+            rows = self.index.of(record["id"])
             if not rows:
                 c["no_completions"] += 1  # not generated yet: a later run judges it
                 continue

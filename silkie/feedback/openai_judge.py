@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from silkie import InputError
+from silkie import InputError, one_line
 from silkie.cache import RequestCache, request_key
 from silkie.feedback.base import Deferred, Item, Verdict
 from silkie.feedback.limits import Ledger, Pacer, Price
@@ -249,7 +249,7 @@ class OpenAIJudge:
         ratings = [{} for _ in item.responses]
         for result in results:
             if isinstance(result, BaseException):
-                error = _one_line(result)
+                error = one_line(result)
                 if not isinstance(result, InputError):  # our own messages need no class name
                     error = _scrub(f"{type(result).__name__}: {error}", secret)
                 status = getattr(result, "status_code", None)
@@ -329,7 +329,7 @@ class OpenAIJudge:
         if not isinstance(response, ChatCompletion):
             # The SDK hands back the text of a 200 that is not JSON, e.g. a web page at a wrong base_url.
             self.ledger.release(held)
-            raise Unreadable(f"expected a JSON chat completion, got {_one_line(response)[:80]!r}")
+            raise Unreadable(f"expected a JSON chat completion, got {one_line(response)[:80]!r}")
         # A server that reports no usage is charged the worst case, so the cap holds all the same.
         usage = response.usage.model_dump(include=USAGE_FIELDS) if response.usage else dict(
             zip(("prompt_tokens", "completion_tokens"), self.worst_tokens(messages)))
@@ -339,7 +339,7 @@ class OpenAIJudge:
         message = response.choices[0].message
         if message.content is None:
             reason = getattr(message, "refusal", None) or f"finish_reason {response.choices[0].finish_reason!r}"
-            raise InputError(f"the judge gave no text: {_one_line(reason)[:200]}")
+            raise InputError(f"the judge gave no text: {one_line(reason)[:200]}")
         return message.content, usage
 
 
@@ -374,8 +374,6 @@ def drive(stream: AsyncIterator) -> Iterator:
         loop.close()
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 def _scrub(text: str, key: str) -> str:

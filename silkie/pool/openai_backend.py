@@ -20,7 +20,7 @@ import openai
 from openai.types.chat import ChatCompletion
 from PIL import Image
 
-from silkie import InputError
+from silkie import InputError, error_line, one_line
 from silkie.pool.base import GenerationParams, Request, Result
 
 # Images with at most this many colours (drawings, charts, the mini world's scenes) go as PNG:
@@ -115,7 +115,7 @@ class OpenAIBackend:
                               usage=usage)
             return Result(request.key, text=choice.message.content, usage=usage)
         except Exception as error:  # one bad item, an unparseable reply included, must not sink the batch
-            return Result(request.key, error=f"{type(error).__name__}: {one_line(error)}"[:MAX_ERROR_CHARS])
+            return Result(request.key, error=error_line(error, MAX_ERROR_CHARS))
 
 
 def sampling(params: GenerationParams) -> dict:
@@ -168,5 +168,3 @@ def data_url(image: Image.Image, max_side: int) -> str:
     return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
-def one_line(text: object) -> str:
-    return " ".join(str(text).split())

@@ -3,6 +3,7 @@ batches sorted by length, and the batch halved when the accelerator runs out of 
 
 from __future__ import annotations
 
+from silkie import error_line
 from silkie.pool.base import GenerationParams, Request, Result
 
 
@@ -10,10 +11,6 @@ def _out_of_memory(error: BaseException) -> bool:
     import torch
 
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
-
-
-def _one_line(error: BaseException) -> str:
-    return f"{type(error).__name__}: " + " ".join(str(error).split())[:300]
 
 
 def generate_batch(loaded, requests: list[Request], params: GenerationParams) -> list[Result]:
@@ -77,7 +74,7 @@ class TransformersBackend:
                 if len(chunk) > 1:  # find the culprit: retry this batch one item at a time
                     batch_results = [self._alone(requests[i], params) for i in chunk]
                 else:
-                    batch_results = [Result(requests[chunk[0]].key, None, _one_line(error))]
+                    batch_results = [Result(requests[chunk[0]].key, None, error_line(error))]
             results.update(zip(chunk, batch_results))
             start += len(chunk)
         return [results[i] for i in range(len(requests))]
@@ -86,7 +83,7 @@ class TransformersBackend:
         try:
             return generate_batch(self.loaded, [request], params)[0]
         except Exception as error:  # noqa: BLE001
-            return Result(request.key, None, _one_line(error))
+            return Result(request.key, None, error_line(error))
 
 
 def _text_of(request: Request) -> str:
