@@ -43,7 +43,7 @@ def generate(pool: PoolConfig, instructions: str | Path, out: str | Path, per_in
     from tqdm import tqdm
 
     from silkie.cache import RequestCache
-    from silkie.io import JsonlWriter, read_checked, read_stage, shard_path
+    from silkie.io import JsonlWriter, read_checked, read_jsonl, shard_path, stage_files
 
     instructions, out = Path(instructions), Path(out)
     k = per_instruction or pool.per_instruction
@@ -58,8 +58,9 @@ def generate(pool: PoolConfig, instructions: str | Path, out: str | Path, per_in
             records.append(record)
     with JsonlWriter(target, key=("id", "model")) as writer, \
             RequestCache(cache or out.parent / "cache.sqlite") as request_cache:
-        if out.exists() or shard[1] > 1:  # pairs finished by any shard (or the unsharded run) count as done
-            writer.done |= {(r["id"], r["model"]) for _, r in read_stage(out) if isinstance(r, dict)}
+        for other in stage_files(out):  # pairs finished by another shard (or the unsharded run) count as done
+            if other != target:
+                writer.done |= {(r["id"], r["model"]) for _, r in read_jsonl(other) if isinstance(r, dict)}
         for record in records:
             for model in assign(record["id"], pool, k, seed):
                 summary.per_model[model]["assigned"] += 1
