@@ -12,6 +12,21 @@ import sys
 from silkie import InputError
 
 
+def run_pipeline(args: argparse.Namespace) -> None:
+    from silkie.pipeline import load_config, run
+
+    overrides = {"dataset.judge_noise": args.judge_noise} if args.judge_noise is not None else {}
+    if args.judge_noise is not None and not 0 <= args.judge_noise <= 1:
+        raise InputError("--judge-noise must be between 0 and 1")
+    if args.rounds is not None:
+        if args.rounds < 1:
+            raise InputError("--rounds must be at least 1")
+        overrides["rounds"] = args.rounds
+    cfg = load_config(args.preset, args.config, overrides)
+    report = run(cfg, args.out or f"runs/{cfg.name}", force=args.force, from_stage=args.from_stage)
+    print(f"report: {report}")
+
+
 def world_make(args: argparse.Namespace) -> None:
     from silkie.world.make import write
 
@@ -111,12 +126,42 @@ def eval_mini(args: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=2))
 
 
+def eval_benchmark(args: argparse.Namespace) -> None:
+    import json
+
+    from silkie.eval import BENCHMARKS
+    from silkie.eval.runner import Judge, model_spec
+
+    module = BENCHMARKS[args.eval_command]
+    spec = model_spec(args.model, adapter=args.adapter, backend=args.backend, base_url=args.base_url,
+                      batch_size=args.batch_size, max_new_tokens=args.max_new_tokens or module.MAX_NEW_TOKENS)
+    options = {"log": lambda line: print(line, file=sys.stderr)}
+    if args.eval_command != "mme":
+        key_env = None if args.judge_api_key_env.lower() == "none" else args.judge_api_key_env
+        options["judge"] = Judge.from_file(args.judge_template, module.PLACEHOLDERS, model=args.judge_model,
+                                           base_url=args.judge_base_url, api_key_env=key_env)
+    if args.eval_command == "mmvet":
+        options["runs"] = args.runs
+    print(json.dumps(module.run(spec, args.data, args.out, **options), indent=2))
+
+
 def eval_compare(args: argparse.Namespace) -> None:
     from silkie.eval.compare import compare, markdown
 
     if args.resamples < 100:
         raise InputError("--resamples must be at least 100")
     print(markdown(compare(args.base, args.trained, out=args.out, resamples=args.resamples, seed=args.seed)), end="")
+
+
+def space(args: argparse.Namespace) -> None:
+    from silkie.space import export, launch, settings
+
+    served = settings(run=args.run, base=args.base, adapter=args.adapter, dataset=args.dataset)
+    if args.export:
+        print(f"wrote a Space to {export(args.export, args.source, served)}; push it with "
+              f"`hf upload ORG/NAME {args.export} --repo-type space`")
+    else:
+        launch(served, host=args.host, port=args.port, share=args.share)
 
 
 def push(args: argparse.Namespace) -> None:
@@ -128,6 +173,14 @@ def push(args: argparse.Namespace) -> None:
     from silkie.hub import push_folder
 
     print(push_folder(args.dataset, args.repo_id, repo_type="dataset", private=args.private))
+
+
+def dataset_stats(args: argparse.Namespace) -> None:
+    from silkie.stats import stats
+
+    summary = stats(args.dataset, args.out)["summary"]
+    print(f"{args.dataset}: {summary['rows']} rows, {summary['responses']} responses, {summary['pairs']} pairs "
+          f"({summary['pairs_from']}); wrote {', '.join(summary['files'])} to {args.out}")
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -148,6 +201,23 @@ def validate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="silkie", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    loop = commands.add_parser("run", help="the whole loop: collect, generate, annotate, dataset, train, eval, "
+                                           "stats, report (default: the mini world, minutes on a CPU)")
+    preset = loop.add_mutually_exclusive_group()
+    preset.add_argument("--preset", default=None, help="configs/pipeline/NAME.yaml (default: mini)")
+    preset.add_argument("--config", help="a pipeline YAML file")
+    loop.add_argument("--out", help="run folder (default: runs/<config name>)")
+    loop.add_argument("--force", action="store_true", help="redo the stages whose inputs changed, and those after")
+    loop.add_argument("--from-stage", metavar="STAGE",
+                      help="redo STAGE and every stage after it (collect, generate, annotate, dataset, train, "
+                           "eval, stats, report)")
+    loop.add_argument("--rounds", type=int, metavar="K",
+                      help="K rounds: each further round samples fresh answers from the last round's model, "
+                           "judges, pairs and trains again (on-policy; default: the config's, 1)")
+    loop.add_argument("--judge-noise", type=float, metavar="P",
+                      help="swap a share P of the preference pairs (how much judge error the recipe tolerates)")
+    loop.set_defaults(func=run_pipeline)
 
     world = commands.add_parser("world", help="the mini world: scenes, tasks and tiny models")
     world_commands = world.add_subparsers(dest="world_command", required=True, metavar="COMMAND")
@@ -245,6 +315,33 @@ def build_parser() -> argparse.ArgumentParser:
     mini.add_argument("--n-mmhal", type=int, default=96, help="mini-MMHal questions (default 96)")
     mini.add_argument("--seed", type=int, default=3000, help="world seed of the items (default 3000)")
     mini.set_defaults(func=eval_mini)
+    for name, help_text, data_help in (
+            ("mme", "answer and score MME by the official rules", "the release folder (<subtask>/ with images "
+             "and question files) or a Hub dataset id holding it"),
+            ("mmhal", "answer MMHal-Bench; a text-only judge rates 0-6", "response_template.json (or its folder, "
+             "with the images) or a Hub dataset id"),
+            ("mmvet", "answer MM-Vet; a few-shot grader scores 0-1, several runs", "mm-vet.json (or its folder, "
+             "with images/) or a Hub dataset id"),
+            ("redteam", "answer RTVLM red-teaming prompts; a judge rates 1-10 on our own rubric",
+             "a folder of <config>/*.jsonl|*.parquet (see silkie/eval/redteam.py) or a Hub dataset id")):
+        bench = eval_commands.add_parser(name, help=f"{help_text} (for `eval compare`)")
+        bench.add_argument("--model", required=True, help="ID|PATH|world:NAME, or the API's model name")
+        bench.add_argument("--adapter", help="a LoRA adapter applied on top without merging")
+        bench.add_argument("--backend", choices=("transformers", "openai", "vllm"), default="transformers")
+        bench.add_argument("--base-url", help="the OpenAI-compatible server of --backend openai")
+        bench.add_argument("--batch-size", type=int, default=16)
+        bench.add_argument("--max-new-tokens", type=int, help="default 32 for mme, 512 otherwise (greedy)")
+        bench.add_argument("--data", required=True, help=data_help)
+        bench.add_argument("--out", required=True, help=f"DIR: writes DIR/{name}/; resumes")
+        if name != "mme":
+            bench.add_argument("--judge-model", default="gpt-4o")
+            bench.add_argument("--judge-base-url", help="any OpenAI-compatible server (default: the OpenAI API)")
+            bench.add_argument("--judge-template", metavar="FILE", help="replace our judge wording (same placeholders)")
+            bench.add_argument("--judge-api-key-env", default="OPENAI_API_KEY",
+                               help="the variable holding the judge's key ('none' for a server without keys)")
+        if name == "mmvet":
+            bench.add_argument("--runs", type=int, default=5, help="grading runs averaged (default 5)")
+        bench.set_defaults(func=eval_benchmark)
     pair = eval_commands.add_parser("compare", help="paired base-vs-trained table with bootstrap CIs and McNemar")
     pair.add_argument("base", metavar="BASE_DIR")
     pair.add_argument("trained", metavar="TRAINED_DIR")
@@ -253,6 +350,20 @@ def build_parser() -> argparse.ArgumentParser:
     pair.add_argument("--seed", type=int, default=0)
     pair.set_defaults(func=eval_compare)
 
+    demo = commands.add_parser("space", help="the Gradio demo: Silkie next to its base model (or --export a Space)")
+    demo.add_argument("--run", metavar="DIR", help="serve DIR/train/adapter and browse DIR/vlfeedback "
+                                                   "(default: runs/mini, or SILKIE_ADAPTER / SILKIE_DATASET)")
+    demo.add_argument("--base", help="base model: path, Hub id or world:NAME (default: the adapter's base)")
+    demo.add_argument("--adapter", help="the Silkie LoRA adapter: path or Hub id ('' for none)")
+    demo.add_argument("--dataset", help="the VLFeedback dataset to browse: path or Hub id ('' for none)")
+    demo.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
+    demo.add_argument("--port", type=int, help="default: the first free port from 7860")
+    demo.add_argument("--share", action="store_true", help="also serve through a public Gradio share link")
+    demo.add_argument("--export", metavar="DIR", help="write a ready-to-push Space folder instead of serving")
+    demo.add_argument("--source", metavar="SPEC", help="with --export: where the Space installs the toolkit "
+                                                        "from, a git URL (git+https://…/silkie.git@TAG) or a wheel URL")
+    demo.set_defaults(func=space)
+
     upload = commands.add_parser("push", help="upload a built dataset or an exported model to the Hub (HF_TOKEN)")
     what = upload.add_mutually_exclusive_group(required=True)
     what.add_argument("--dataset", help="a folder written by `vlfeedback_dataset.py build`")
@@ -260,6 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--repo-id", required=True, help="ORG/NAME")
     upload.add_argument("--private", action="store_true")
     upload.set_defaults(func=push)
+
+    describe = commands.add_parser("stats", help="figures and tables of a VLFeedback-format dataset: ratings, "
+                                                 "models, pairs")
+    describe.add_argument("--dataset", required=True, metavar="DIR|HUB_ID",
+                          help="a built dataset folder or a Hub dataset id (ID@REVISION for a branch or PR)")
+    describe.add_argument("--out", required=True, help="folder for stats.md, stats.json and the PNG figures")
+    describe.set_defaults(func=dataset_stats)
 
     check = commands.add_parser("validate", help="check a stage's JSONL file record by record")
     check.add_argument("path", help="instructions.jsonl, completions.jsonl or annotations.jsonl")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from silkie import InputError
-from silkie.eval import compare, load, mme, mme_score, mmhal, mmvet, save
+from silkie.eval import compare, load, mme, mme_score, mmhal, mmvet, runner, save
 
 # The shared folder sits beside the repository (../shared), never inside it.
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "mme"
@@ -116,9 +116,9 @@ def test_mmhal_prompt_fills_every_placeholder_literally():
     assert not any(p in text for p in mmhal.PLACEHOLDERS)
     custom = 'Return {"rating": n}. Labels={image_content} Q={question} R={gt_answer} A={model_answer}'
     assert mmhal.prompt(record, custom).startswith('Return {"rating": n}. Labels=Dog, Frisbee Q=What')
-    mmhal.check_template(mmhal.TEMPLATE)
+    runner.check_template(mmhal.TEMPLATE, mmhal.PLACEHOLDERS)
     with pytest.raises(InputError, match="model_answer"):
-        mmhal.check_template("{image_content} {question} {gt_answer}")
+        runner.check_template("{image_content} {question} {gt_answer}", mmhal.PLACEHOLDERS)
 
 
 def test_mmhal_aggregation_by_type_and_hallucination_rate():
@@ -209,17 +209,17 @@ def test_compare_folders_writes_tables_and_model_index_results(tmp_path):
     save(tmp_path / "eval" / "base", "mme", base_items)
     save(tmp_path / "eval" / "trained", "mme", trained_items)
     # a benchmark without a module of its own is compared generically
-    save(tmp_path / "eval" / "base", "redteam", [{"id": str(i), "correct": i % 3 == 0} for i in range(30)])
-    save(tmp_path / "eval" / "trained", "redteam", [{"id": str(i), "correct": i % 3 != 1} for i in range(30)])
+    save(tmp_path / "eval" / "base", "custom", [{"id": str(i), "correct": i % 3 == 0} for i in range(30)])
+    save(tmp_path / "eval" / "trained", "custom", [{"id": str(i), "correct": i % 3 != 1} for i in range(30)])
     assert load(tmp_path / "eval" / "trained", "mme") == trained_items
     result = compare.compare(tmp_path / "eval" / "base", tmp_path / "eval" / "trained", resamples=300)
     perception = result["mme"]["metrics"]["perception"]
     assert perception["trained"] == pytest.approx(mme.score(trained_items)["perception"], abs=1e-3)
     assert perception["ci"][0] > 0  # a 0.6 -> 0.9 per-question improvement is clear
     assert result["mme"]["mcnemar"]["c"] > result["mme"]["mcnemar"]["b"] and result["mme"]["mcnemar"]["p"] < 1e-6
-    assert result["redteam"]["metrics"]["accuracy"]["delta"] == pytest.approx(20 / 30 - 10 / 30)
+    assert result["custom"]["metrics"]["accuracy"]["delta"] == pytest.approx(20 / 30 - 10 / 30)
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
-    assert set(results) == {"mme", "redteam"}
+    assert set(results) == {"mme", "custom"}
     assert set(results["mme"]) == {"perception", "cognition"}
     assert all(isinstance(v, float) for ms in results.values() for v in ms.values())
     table = (tmp_path / "eval" / "comparison.md").read_text()

@@ -7,10 +7,13 @@ A benchmark module has NAME and pure functions over its scored items (dicts with
   correct: item -> bool, or None   the paired binary outcome McNemar's test reads, if there is one
 so `score`'s headline figures and the bootstrap in compare.py are the same computation.
 
+A benchmark module that answers a real release also has `run(spec, data, out, [judge,] log)` (see
+runner.py for what runs share), and a module may carry NOTE, a line every comparison report prints.
+
 A model's evaluation folder holds, per benchmark, `<benchmark>/items.jsonl` (one scored item a line)
-and `<benchmark>/scores.json` (score(items)). A folder of a benchmark without a module here (say
-red-teaming) is compared generically: items with "correct" (bool) give "accuracy", items with
-"score" (number) give "score".
+and `<benchmark>/scores.json` (score(items)). A folder of a benchmark without a module here is
+compared generically: items with "correct" (bool) give "accuracy", items with "score" (number)
+give "score".
 """
 
 from __future__ import annotations
@@ -20,9 +23,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from silkie import InputError
-from silkie.eval import mme, mmhal, mmvet
+from silkie.eval import mme, mmhal, mmvet, redteam
 
-BENCHMARKS = {m.NAME: m for m in (mme, mmhal, mmvet)}
+BENCHMARKS = {m.NAME: m for m in (mme, mmhal, mmvet, redteam)}
 ITEMS, SCORES = "items.jsonl", "scores.json"
 
 

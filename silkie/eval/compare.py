@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 
 from silkie import InputError
-from silkie.eval import ITEMS, benchmark, load
+from silkie.eval import BENCHMARKS, ITEMS, benchmark, load
 
 RESAMPLES, SEED, LEVEL = 2000, 0, 0.95
 DIGITS = 4
@@ -88,6 +88,10 @@ def compare_benchmark(name: str, base: list[dict], trained: list[dict], resample
     if not shared:
         raise InputError(f"{name}: the two models share no item ids")
     b_items, t_items = [base_by[i] for i in shared], [trained_by[i] for i in shared]
+    judges = [sorted({it["judge_model"] for it in items if it.get("judge_model")}) for items in (b_items, t_items)]
+    if judges[0] != judges[1]:  # a judged score moves with the judge: only the same judge makes a fair delta
+        raise InputError(f"{name}: base was judged by {', '.join(judges[0]) or 'no judge'}, trained by "
+                         f"{', '.join(judges[1]) or 'no judge'}; judge both with the same model")
     result = {"n": len(shared), "unpaired": len(base_by) + len(trained_by) - 2 * len(shared),
               "metrics": paired_bootstrap(bench.units(b_items), bench.units(t_items), bench.headline,
                                           resamples=resamples, seed=seed, name=name)}
@@ -105,8 +109,10 @@ def markdown(comparison: dict, level: float = LEVEL) -> str:
         return f"{x:.{DIGITS}g}" if abs(x) < 1 else f"{x:.2f}"
     parts = []
     for name, result in comparison.items():
+        note = getattr(BENCHMARKS.get(name), "NOTE", None)  # e.g. red-teaming's: the rubric is ours
         rows = [f"### {name} ({result['n']} items paired" +
                 (f", {result['unpaired']} unpaired left out)" if result["unpaired"] else ")"), "",
+                *([note, ""] if note else []),
                 f"| metric | base | trained | delta | {round(100 * level)}% CI (paired bootstrap) |",
                 "|---|---:|---:|---:|---|"]
         for metric, m in result["metrics"].items():

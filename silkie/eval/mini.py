@@ -15,14 +15,15 @@ construction, recounted independently — is reported in DIR/mini.json. Items ar
 generator's order, so a smaller `n` gives a prefix of a larger one's items per subtask.
 
 Answers come from the pool backend (`TransformersBackend`, greedy, a LoRA adapter applied without
-merging) and are saved per item in `DIR/<benchmark>/predictions.jsonl` (a JsonlWriter keyed by id),
-so a rerun only generates what is missing — and loads no model when nothing is. Scored items and
+merging) and are saved per item by `runner.predict` in `DIR/<benchmark>/predictions.jsonl`, so a
+rerun only generates what is missing — and loads no model when nothing is. Scored items and
 scores go to `DIR/mme/` and `DIR/mmhal/` (`items.jsonl`, `scores.json`), the layout
 `silkie eval compare` reads.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from collections import Counter
@@ -30,10 +31,9 @@ from pathlib import Path
 
 from silkie import InputError
 from silkie.eval import mme, mmhal, save
-from silkie.io import JsonlWriter, RecordError, read_jsonl
-from silkie.pool.base import GenerationParams, Request
+from silkie.eval.runner import PREDICTIONS, predict
+from silkie.pool.base import GenerationParams
 from silkie.pool.transformers_backend import TransformersBackend
-from silkie.schema import user_turn
 from silkie.world.judge import SceneJudge
 from silkie.world.make import generate
 from silkie.world.scenes import Scene, render
@@ -44,9 +44,8 @@ MINI_SEED = 3000  # mini benchmarks' items; distinct from TRAIN_SEED, HELD_OUT_S
 MME_N = 400  # questions, two per image: 50 images per subtask
 MMHAL_N = 96  # questions, as in MMHal-Bench
 MMHAL_KINDS = ("describe", "count", "color", "position")
-PREDICTIONS = "predictions.jsonl"
 SUMMARY = "mini.json"
-BATCH = 32  # requests per backend call, and so per resumable chunk
+BATCH = 32  # the backend's batch size (a ceiling: halved on out-of-memory)
 _SCAN_LIMIT = 1_000_000  # scenes; the quotas fill long before (a quarter of scenes are yes/no)
 
 
@@ -108,6 +107,24 @@ def overlap(records: list[dict]) -> int:
     return sum((Scene.from_dict(r["meta"]["scene"]).key(), r["prompt"]) in seen for r in records)
 
 
+@functools.cache
+def benchmark_keys(n: int = MME_N, n_mmhal: int = MMHAL_N, seed: int = MINI_SEED) -> frozenset:
+    """(scene content, prompt) of the default mini benchmarks' items: what `world make` leaves out."""
+    records = mme_records(n, seed)[0] + mmhal_records(n_mmhal, seed)[0]
+    return frozenset((Scene.from_dict(r["meta"]["scene"]).key(), r["prompt"]) for r in records)
+
+
+def shared_with(instructions: list[Path], n: int = MME_N, n_mmhal: int = MMHAL_N, seed: int = MINI_SEED) -> int:
+    """How many mini-world instructions in these files share (scene content, prompt) with the
+    benchmarks' items: the overlap a run's report states (0 by construction of `world make`)."""
+    from silkie.io import read_jsonl
+
+    keys = benchmark_keys(n, n_mmhal, seed)
+    return sum((Scene.from_dict(r["meta"]["scene"]).key(), r["prompt"]) in keys
+               for path in instructions for _, r in read_jsonl(path)
+               if isinstance(r, dict) and "scene" in (r.get("meta") or {}))
+
+
 # -- scoring -------------------------------------------------------------------------------------
 
 def mmhal_rating(helpfulness: int, faithfulness: int) -> int:
@@ -159,45 +176,17 @@ def mmhal_item(record: dict, prediction: dict, judge: SceneJudge | None = None) 
 
 # -- generation ----------------------------------------------------------------------------------
 
-def _existing(path: Path, model: str, adapter: str | None) -> None:
-    """Refuse to mix answers of another model (or adapter) into this folder."""
-    if not path.is_file():
-        return
-    for _, record in read_jsonl(path):
-        if isinstance(record, RecordError):
-            continue
-        if (record.get("model"), record.get("adapter")) != (model, adapter):
-            raise InputError(f"{path} holds answers of model {record.get('model')!r} (adapter "
-                             f"{record.get('adapter')!r}), not {model!r} (adapter {adapter!r}): use another --out")
-        return
+def _render_scene():
+    """The image of a record's scene; a yes/no pair shares its scene (adjacent records), drawn once."""
+    last = {}
 
-
-def _predict(path: Path, records: list[dict], model: str, adapter: str | None, backend, params,
-             log) -> tuple[dict[str, dict], int]:
-    """Answers for `records` from `path`, generating (and appending) the missing ones."""
-    _existing(path, model, adapter)
-    added = 0
-    with JsonlWriter(path) as writer:
-        todo = [r for r in records if (r["id"],) not in writer]
-        if todo:
-            log(f"{path.parent.name}: generating {len(todo)} of {len(records)} answers")
-        for start in range(0, len(todo), BATCH):
-            chunk = todo[start:start + BATCH]
-            images = {}  # a yes/no pair shares its scene: render it once
-            for r in chunk:
-                scene_id = r["id"].rsplit("-", 1)[0]
-                if scene_id not in images:
-                    images[scene_id] = render(Scene.from_dict(r["meta"]["scene"]))
-            requests = [Request(r["id"], images[r["id"].rsplit("-", 1)[0]], user_turn(r["prompt"])) for r in chunk]
-            for record, result in zip(chunk, backend().generate(requests, params)):
-                added += writer.write({"id": record["id"], "model": model, "adapter": adapter,
-                                       "prompt": record["prompt"], "response": result.text,
-                                       "error": result.error})
-            writer.flush()
-    wanted = {r["id"] for r in records}
-    answers = {rec["id"]: rec for _, rec in read_jsonl(path)
-               if isinstance(rec, dict) and rec.get("id") in wanted}
-    return answers, added
+    def image(record):
+        scene_id = record["id"].rsplit("-", 1)[0]
+        if scene_id not in last:
+            last.clear()
+            last[scene_id] = render(Scene.from_dict(record["meta"]["scene"]))
+        return last[scene_id]
+    return image
 
 
 def run_mini(model: str, out: str | Path, adapter: str | None = None, n: int = MME_N, seed: int = MINI_SEED,
@@ -221,7 +210,8 @@ def run_mini(model: str, out: str | Path, adapter: str | None = None, n: int = M
     generated = 0
     judge = SceneJudge()
     for name, (records, dropped) in (("mme", mme_records(n, seed)), ("mmhal", mmhal_records(n_mmhal, seed))):
-        answers, added = _predict(out / name / PREDICTIONS, records, model, adapter, backend, params, log)
+        answers, added = predict(out / name / PREDICTIONS, records, model, adapter, backend, params,
+                                 image=_render_scene(), log=log)
         generated += added
         if name == "mme":
             items = [mme_item(r, answers[r["id"]]) for r in records]

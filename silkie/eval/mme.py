@@ -10,6 +10,10 @@ and 800). Images are grouped by (subtask, image) since image names repeat across
 Result files are the eval tool's: `<subtask>.txt`, one line per question,
 `image<TAB>question<TAB>gt<TAB>response`; responses are flattened (tabs and newlines become spaces)
 before writing, since the format has no escaping.
+
+`run` answers the official release (`<subtask>/` folders of images and question files, see
+`read_questions`) with any pool model, writes the result files to `DIR/mme/results/` (which the
+official tool and `silkie eval mme-score` read as they are) and scores them from there.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity",
 COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
 SUBTASKS = PERCEPTION + COGNITION
 DIGITS = 4  # the published tables carry 4 decimals
+MAX_NEW_TOKENS = 32  # only the first 4 characters count; the rest keeps a reply readable
+RESULTS = "results"
 _FLAT = str.maketrans({"\t": " ", "\n": " ", "\r": " "})
 
 
@@ -150,15 +156,18 @@ def units(items: list[dict]) -> dict[str, dict[str, list[float]]]:
 
 
 def headline(means: dict[str, list[float]]) -> dict[str, float]:
-    """Totals from each subtask's mean unit vector: mean of the first is acc, of the second acc+."""
+    """Totals from each subtask's mean unit vector: mean of the first is acc, of the second acc+.
+    Only groups with a subtask present (mini-MME has no cognition: a total of 0 would mislead)."""
     score = {s: 100 * (m[0] + m[1]) for s, m in means.items()}
-    return {"perception": sum(score.get(s, 0.0) for s in PERCEPTION),
-            "cognition": sum(score.get(s, 0.0) for s in COGNITION)}
+    return {group: sum(score.get(s, 0.0) for s in subtasks)
+            for group, subtasks in (("perception", PERCEPTION), ("cognition", COGNITION))
+            if any(s in score for s in subtasks)}
 
 
 def score(items: list[dict]) -> dict:
     """{"perception", "cognition", "subtasks": {name: {"acc", "acc_plus", "score"}}}, rounded like the
-    published tables. Totals sum the subtasks present; "other" answers are counted too."""
+    published tables. Totals sum the subtasks present (a group with none is left out); "other"
+    answers are counted too."""
     per = units(items)
     means = {s: [sum(v[i] for v in images.values()) / len(images) for i in (0, 1)] for s, images in per.items()}
     totals = headline(means)
@@ -174,3 +183,32 @@ def score(items: list[dict]) -> dict:
 def correct(item: dict) -> bool:
     """The per-question outcome McNemar's test pairs."""
     return bool(item["correct"])
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+def run(spec, data, out, log=print) -> dict:
+    """`silkie eval mme`: answer every question of the release at `data` with the pool model `spec`,
+    write OUT/mme/results/<subtask>.txt and score them into OUT/mme/ (resumable). Returns the summary."""
+    from silkie.eval import save
+    from silkie.eval.runner import PREDICTIONS, data_folder, finish, lazy, predict
+
+    folder, out = data_folder(data), Path(out)
+    questions = read_questions(folder)
+    if any("image_path" not in q for q in questions):
+        raise InputError(f"{folder}: the eval tool's question template has no images; give the release folder "
+                         "(<subtask>/ folders of images and question files)")
+    seen = defaultdict(int)
+    for q in questions:  # ids as read_results gives them, so predictions, items and result lines agree
+        q["id"] = f"{q['subtask']}/{q['image']}/{seen[q['subtask'], q['image']]}"
+        q["prompt"] = q["question"]
+        seen[q["subtask"], q["image"]] += 1
+    answers, added = predict(out / NAME / PREDICTIONS, questions, spec.model, spec.adapter, lazy(spec),
+                             spec.generation, log=log)
+    write_results(out / NAME / RESULTS, [{**q, "response": answers[q["id"]]["response"] or ""} for q in questions])
+    errors = {i: a["error"] for i, a in answers.items() if a.get("error")}
+    items = [{**it, "error": errors[it["id"]]} if it["id"] in errors else it
+             for it in read_results(out / NAME / RESULTS) if it["id"] in answers]  # not a stale subtask
+    scores = save(out, NAME, items)
+    return finish(out, NAME, spec, data, added, questions=len(items), errors=len(errors),
+                  **{k: scores[k] for k in ("perception", "cognition") if k in scores})

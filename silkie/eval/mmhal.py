@@ -5,18 +5,32 @@ model's answer, and gives 0-6 (3-6: no hallucination, 0-2: hallucination).
 Records carry question_type, question_topic, image_id, image_content (labels), question, gt_answer
 and model_answer; the 8 question types cycle in file order. The judge prompt below is our own
 wording with the official structure; `--judge-template FILE` replaces it (same placeholders).
+
+`run` reads the release's `response_template.json` (the file, or a folder holding it) and finds each
+record's image under that folder by an `image` path, else by the file name in `image_src` (the
+release's source URL), else by `image_id` with any image extension; a missing image fails only its
+record. It writes DIR/mmhal/responses.json (the template with model_answer filled in, what the
+official scoring script reads) and the judged items.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
+
+from silkie import InputError
 
 NAME = "mmhal"
 TYPES = ("attribute", "adversarial", "comparison", "counting", "relation", "environment", "holistic", "other")
 SCALE = range(0, 7)
 HALLUCINATION_BELOW = 3
 DIGITS = 4
+MAX_NEW_TOKENS = 512
+FILE = "response_template.json"
+JUDGE_PROMPT = "silkie-mmhal-v1"  # names our wording in reports; a --judge-template is named by its hash
 PLACEHOLDERS = ("{image_content}", "{question}", "{gt_answer}", "{model_answer}")
 
 TEMPLATE = """You are checking an AI assistant's answer about an image for hallucination: claims about \
@@ -58,13 +72,6 @@ def prompt(record: dict, template: str = TEMPLATE) -> str:
     for key, value in values.items():
         template = template.replace(key, value)
     return template
-
-
-def check_template(template: str) -> None:
-    missing = [p for p in PLACEHOLDERS if p not in template]
-    if missing:
-        from silkie import InputError
-        raise InputError(f"judge template lacks {', '.join(missing)}")
 
 
 def parse(reply: str) -> tuple[int, bool]:
@@ -113,3 +120,62 @@ def score(items: list[dict]) -> dict:
 def correct(item: dict) -> bool:
     """The binary outcome McNemar's test pairs: free of hallucination."""
     return item["score"] >= HALLUCINATION_BELOW
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+def read(data) -> list[dict]:
+    """The release's records as given, each with "id" (its position), "prompt" and "image_path" added."""
+    from silkie.eval.runner import data_folder, image_files
+
+    path = data_folder(data)
+    path = path / FILE if path.is_dir() else path
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InputError(f"{path}: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not JSON ({error.msg})") from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) and r.get("question") for r in records):
+        raise InputError(f"{path}: expected a JSON list of MMHal-Bench records, each with a question")
+    images = image_files(path.parent)
+    out = []
+    for index, record in enumerate(records):
+        names = [record.get("image"), PurePosixPath(urlparse(record.get("image_src") or "").path).name,
+                 record.get("image_id")]
+        names = [n for n in names if isinstance(n, str) and n]
+        # a missing image becomes a path that does not exist: its record fails, naming that path
+        found = next((images[n] for n in names if n in images), path.parent / (names[0] if names else str(index)))
+        out.append({**record, "id": str(index), "prompt": record["question"], "image_path": found})
+    return out
+
+
+def run(spec, data, out, judge, log=print) -> dict:
+    """`silkie eval mmhal`: answer the 96 questions with the pool model `spec`, have `judge` rate each
+    answer 0-6, save DIR/mmhal/ (resumable; the judge's replies are cached). Returns the summary."""
+    from silkie.eval import save
+    from silkie.eval.runner import PREDICTIONS, finish, lazy, predict
+
+    out = Path(out)
+    records = read(data)
+    answers, added = predict(out / NAME / PREDICTIONS, records, spec.model, spec.adapter, lazy(spec),
+                             spec.generation, log=log)
+    filled = [{**r, "model_answer": answers[r["id"]]["response"] or ""} for r in records]
+    answered = [r for r in filled if not answers[r["id"]].get("error")]
+    replies = judge.ask({r["id"]: prompt(r, judge.template or TEMPLATE) for r in answered}, out, log=log)
+    items = []
+    for index, record in enumerate(filled):
+        reply, error = replies.get(record["id"], (None, None))
+        if answers[record["id"]].get("error"):  # nothing to judge: scored 0, as an unreadable rating
+            error = f"generation: {answers[record['id']]['error']}"
+        elif error:
+            error = f"judge: {error}"
+        it = {**item(index, record, reply or ""), "question": record["question"],
+              "response": record["model_answer"], "judge_model": judge.model}
+        items.append({**it, "error": error} if error else it)
+    released = [{k: v for k, v in r.items() if k not in ("id", "prompt", "image_path")} for r in filled]
+    (out / NAME / "responses.json").write_text(json.dumps(released, indent=2, ensure_ascii=False) + "\n")
+    scores = save(out, NAME, items)
+    return finish(out, NAME, spec, data, added, judge=judge.info(JUDGE_PROMPT), questions=len(items),
+                  errors=sum("error" in it for it in items), invalid=scores["invalid"], score=scores["score"],
+                  hallucination_rate=scores["hallucination_rate"])

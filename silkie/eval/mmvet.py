@@ -6,17 +6,31 @@ grading runs are averaged and their spread reported.
 The grader prompt below is our own wording with the official shape (instructions, a table of
 graded examples, then the row to grade). References may use <AND> (all parts needed) and <OR>
 (any one suffices).
+
+`run` reads the release (`mm-vet.json`: {"v1_0": {"imagename", "question", "answer", "capability":
+[...]}, ...} beside `images/`), answers every sample, and grades each answer `runs` times; run r
+sends the grader seed r, so the runs are distinct requests and the spread is the grader's own.
+It also writes DIR/mmvet/answers.json ({id: answer}), the file the official grader reads.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 from collections import defaultdict
+from pathlib import Path
+
+from silkie import InputError
 
 NAME = "mmvet"
 CAPABILITIES = ("rec", "ocr", "know", "gen", "spat", "math")
 DIGITS = 2  # MM-Vet tables carry one or two decimals
+MAX_NEW_TOKENS = 512
+RUNS = 5  # grading runs averaged
+FILE = "mm-vet.json"
+JUDGE_PROMPT = "silkie-mmvet-v1"  # names our wording in reports; a --judge-template is named by its hash
+PLACEHOLDERS = ("{question}", "{gt_answer}", "{model_answer}")
 
 TEMPLATE = """Grade how well an AI answer matches the reference answer to a question, with a score \
 from 0.0 (wrong) to 1.0 (fully right). In the reference, <AND> joins parts that are all needed and \
@@ -105,3 +119,64 @@ def headline(means: dict[str, list[float]]) -> dict[str, float]:
 
 
 correct = None  # graded 0-1, not a yes/no outcome: no McNemar test
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+def read(data) -> list[dict]:
+    """The release's samples: {"id", "prompt", "answer", "capabilities", "image_path"}."""
+    from silkie.eval.runner import data_folder
+
+    path = data_folder(data)
+    path = path / FILE if path.is_dir() else path
+    try:
+        samples = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InputError(f"{path}: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not JSON ({error.msg})") from None
+    if not isinstance(samples, dict) or not samples:
+        raise InputError(f"{path}: expected {{sample id: {{imagename, question, answer, capability}}}}")
+    out = []
+    for sid, sample in samples.items():
+        missing = [k for k in ("imagename", "question", "answer", "capability") if k not in sample]
+        if missing:
+            raise InputError(f"{path}: sample {sid} has no {missing[0]!r}")
+        out.append({"id": str(sid), "prompt": sample["question"], "question": sample["question"],
+                    "answer": sample["answer"], "capabilities": list(sample["capability"]),
+                    "image_path": path.parent / "images" / sample["imagename"]})
+    return out
+
+
+def run(spec, data, out, judge, runs: int = RUNS, log=print) -> dict:
+    """`silkie eval mmvet`: answer every sample with the pool model `spec`, grade each answer `runs`
+    times with `judge`, save DIR/mmvet/ (resumable; grades are cached). Returns the summary."""
+    from silkie.eval import save
+    from silkie.eval.runner import PREDICTIONS, finish, lazy, predict
+
+    if runs < 1:
+        raise InputError("--runs must be at least 1")
+    out = Path(out)
+    samples = read(data)
+    answers, added = predict(out / NAME / PREDICTIONS, samples, spec.model, spec.adapter, lazy(spec),
+                             spec.generation, log=log)
+    answered = [s for s in samples if not answers[s["id"]].get("error")]
+    prompts = {s["id"]: prompt({**s, "model_answer": answers[s["id"]]["response"]}, judge.template or TEMPLATE)
+               for s in answered}
+    graded = [judge.ask(prompts, out, seed=r, log=log) for r in range(runs)]
+    items = []
+    for s in samples:
+        failed = answers[s["id"]].get("error")
+        replies = [g.get(s["id"], (None, None)) for g in graded]
+        it = {**item(s["id"], s["capabilities"], [None if failed else parse(reply or "") for reply, _ in replies]),
+              "response": answers[s["id"]]["response"], "replies": [reply for reply, _ in replies],
+              "judge_model": judge.model}
+        errors = [f"generation: {failed}"] if failed else \
+            [f"judge run {r}: {e}" for r, (_, e) in enumerate(replies) if e]
+        items.append({**it, "error": "; ".join(errors)} if errors else it)
+    (out / NAME / "answers.json").write_text(
+        json.dumps({s["id"]: answers[s["id"]]["response"] or "" for s in samples}, indent=2, ensure_ascii=False) + "\n")
+    scores = save(out, NAME, items)
+    return finish(out, NAME, spec, data, added, judge={**judge.info(JUDGE_PROMPT), "runs": runs},
+                  samples=len(items), errors=sum("error" in it for it in items), invalid=scores["invalid"],
+                  total=scores["total"], total_std=scores["total_std"])

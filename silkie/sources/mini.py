@@ -1,6 +1,6 @@
 """The mini world as a source: `silkie world make`'s instructions, drawn by the same code.
 
-No path: the items are `silkie.world.make.generate(n, seed)` with images from
+No path: the items are `silkie.world.make.instructions(n, seed)` with images from
 `silkie.world.make.scene_image`, so `collect --source mini` writes what `world make` writes for
 the same n and seed. Generated items are already in seeded random order and are taken first to
 last, so a quota of q gives `world make --n q`.
@@ -15,7 +15,7 @@ from silkie.sources.base import Item, Spec
 
 
 def read(spec: Spec) -> Iterator[Item]:
-    from silkie.world.make import generate, scene_image
+    from silkie.world.make import instructions, scene_image
 
-    for record, scene in generate(spec.n, spec.seed):
+    for record, scene in instructions(spec.n, spec.seed):
         yield Item(record["id"], record["prompt"], record["meta"], partial(scene_image, scene))

@@ -12,8 +12,9 @@ from silkie.world.tasks import TASK_MIX, make_tasks
 SOURCE = "mini"
 
 
-def generate(n: int, seed: int = 0) -> Iterator[tuple[dict, Scene]]:
+def generate(n: int, seed: int = 0, exclude: frozenset = frozenset()) -> Iterator[tuple[dict, Scene]]:
     """n instruction records (without their `image` path yet), each with the scene it is about.
+    Items whose (scene content, prompt) is in `exclude` are passed over and not counted.
 
     Each scene gets its own Random, seeded from (seed, scene index), so item k is the same whatever
     n is and however many items were made before it.
@@ -27,12 +28,22 @@ def generate(n: int, seed: int = 0) -> Iterator[tuple[dict, Scene]]:
         for j, task in enumerate(make_tasks(scene, kind, rng)):
             if made == n:
                 break
+            if exclude and (scene.key(), task.prompt) in exclude:
+                continue
             meta = {"task": task.kind, "answer": task.answer, **task.meta, "scene": scene.to_dict()}
             record = {"id": f"{SOURCE}-{seed}-{scene_index:06d}-{j}", "source": SOURCE,
                       "prompt": task.prompt, "meta": meta}
             yield record, scene
             made += 1
         scene_index += 1
+
+
+def instructions(n: int, seed: int = 0) -> Iterator[tuple[dict, Scene]]:
+    """What `world make` and `collect --source mini` write: `generate` without the mini benchmarks'
+    items, so a run's training data can never contain its evaluation items."""
+    from silkie.eval.mini import benchmark_keys
+
+    return generate(n, seed, benchmark_keys())
 
 
 def scene_image(scene: Scene) -> bytes:
@@ -54,7 +65,7 @@ def write(out_dir: str | Path, n: int, seed: int = 0) -> tuple[Path, int]:
     stored: dict[Scene, str] = {}  # a yes/no pair shares its image: draw and hash it once
     added = 0
     with JsonlWriter(path) as writer:
-        for record, scene in tqdm(generate(n, seed), total=n, desc="world make", unit="item", leave=False):
+        for record, scene in tqdm(instructions(n, seed), total=n, desc="world make", unit="item", leave=False):
             if (record["id"],) in writer:
                 continue
             if scene not in stored:

@@ -1,0 +1,460 @@
+"""`silkie run`: the whole Silkie loop as resumable stages over one run folder.
+
+    collect -> generate -> annotate -> dataset -> train -> eval -> stats -> report
+
+Each stage calls the same library function as its own command and writes the same files, so a
+run folder can be inspected, resumed or continued by hand. RUN/stages.json records, per stage, a
+fingerprint of everything it depends on (its config section, the presets that section names, and
+the fingerprint of the stage before it). On a rerun a stage whose fingerprint matches and that
+finished is skipped; one that was interrupted resumes (every stage function is resumable); one
+whose inputs changed stops the run with a message naming the stage and what changed, unless
+`--force` is given, which redoes it and everything after it. `--from-stage S` redoes S onwards.
+
+Layout (RUN = runs/NAME):
+    config.yaml, stages.json            the resolved config; the stage ledger
+    instructions.jsonl, images/         collect
+    completions.jsonl, cache.sqlite     generate
+    annotations.jsonl, judge_report.md  annotate
+    vlfeedback/                         dataset (default + pairs), `load_dataset(RUN/vlfeedback)`
+    baselines/NAME/vlfeedback/          the baselines' pairs (e.g. "longest as best")
+    train/adapter/                      Silkie: DPO + LoRA on the base (baselines/NAME/train/adapter)
+    eval/{base,trained,NAME}/           benchmark answers and scores; eval/comparison.md (+ per baseline)
+    stats/                              figures and tables of the dataset
+    report.md                           what every stage did, the comparison and the figures
+
+Only the standard library and PyYAML are imported at module level: a finished run is checked
+without loading torch or any model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from silkie import InputError
+from silkie.config import from_dict, preset_path
+
+ROUND_STAGES = ("collect", "generate", "annotate", "dataset", "train", "eval")  # repeated by --rounds
+FINAL_STAGES = ("stats", "report")
+STAGES = ROUND_STAGES + FINAL_STAGES  # a one-round run
+LEDGER = "stages.json"
+
+
+@dataclass
+class Collect:
+    sources: list = field(default_factory=lambda: ["mini"])  # `silkie collect --source` specs
+    n: int = 1000
+    quotas: dict = field(default_factory=dict)
+    images_root: str | None = None
+
+
+@dataclass
+class Generate:
+    pool: str = "mini"  # configs/pool preset or YAML file
+    per_instruction: int | None = None
+
+
+@dataclass
+class Annotate:
+    judge: str = "scene"  # scene | openai
+    config: str = "gpt-4o"  # configs/judge preset or YAML file (openai only)
+    overrides: dict = field(default_factory=dict)  # judge config keys, as `silkie annotate`'s flags
+
+
+@dataclass
+class Dataset:
+    pair_policy: str = "silkie"
+    weights: str | None = None
+    strict_ratings: bool = False
+    judge_noise: float = 0.0  # share of pairs swapped on purpose (robustness studies)
+
+
+@dataclass
+class Train:
+    preset: str = "mini"  # configs/train preset or YAML file
+    set: dict = field(default_factory=dict)  # overrides, as `silkie train --set`
+
+
+@dataclass
+class Baseline:
+    """A recipe trained on the same annotated data beside Silkie, e.g. "longest as best" DPO."""
+    pair_policy: str = "silkie"
+    set: dict = field(default_factory=dict)  # training overrides, e.g. {mode: sft}
+
+
+@dataclass
+class Eval:
+    # benchmark name -> its options; `mini` needs none (held-out world items)
+    benchmarks: dict = field(default_factory=lambda: {"mini": {}})
+
+
+@dataclass
+class PipelineConfig:
+    name: str = "mini"
+    seed: int = 0
+    collect: Collect = field(default_factory=Collect)
+    generate: Generate = field(default_factory=Generate)
+    annotate: Annotate = field(default_factory=Annotate)
+    dataset: Dataset = field(default_factory=Dataset)
+    train: Train = field(default_factory=Train)
+    baselines: dict = field(default_factory=dict)  # name -> Baseline fields
+    eval: Eval = field(default_factory=Eval)
+    rounds: int = 1  # > 1: each further round answers fresh instructions with the last round's model
+
+    def baseline(self, name: str) -> Baseline:
+        return from_dict(Baseline, self.baselines[name], f"baselines.{name}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_config(preset: str | None = None, config: str | Path | None = None, overrides: dict | None = None
+                ) -> PipelineConfig:
+    """configs/pipeline/<preset>.yaml or a YAML file, with dotted-key `overrides` ({"dataset.judge_noise": 0.2})."""
+    import yaml
+
+    path = Path(config) if config else preset_path("pipeline", preset or "mini")
+    data = yaml.safe_load(path.read_text()) or {}
+    for key, value in (overrides or {}).items():
+        section, _, name = key.rpartition(".")
+        target = data.setdefault(section, {}) if section else data
+        target[name] = value
+    cfg = from_dict(PipelineConfig, data, str(path))
+    for name in cfg.baselines:
+        cfg.baseline(name)  # checked now, not at the train stage
+    return cfg
+
+
+def _preset_text(kind: str, name: str) -> str:
+    """A named preset's file contents, so editing the file counts as a change."""
+    try:
+        return preset_path(kind, name).read_text()
+    except FileNotFoundError:
+        return name  # e.g. a Hub id; the stage itself reports what is wrong with it
+
+
+def stage_names(cfg: PipelineConfig) -> list[str]:
+    """Round 1's stages, then `STAGE@R` for each further round, then stats and report."""
+    later = [f"{stage}@{r}" for r in range(2, cfg.rounds + 1) for stage in ROUND_STAGES]
+    return [*ROUND_STAGES, *later, *FINAL_STAGES]
+
+
+def split(name: str) -> tuple[str, int]:
+    """"train@2" -> ("train", 2); "train" -> ("train", 1)."""
+    stage, _, r = name.partition("@")
+    return stage, int(r or 1)
+
+
+def stage_inputs(cfg: PipelineConfig, name: str) -> dict:
+    """What a stage's output depends on, besides the stages before it."""
+    stage, r = split(name)
+    inputs = {"round": r} if r > 1 else {}
+    if stage == "collect":
+        inputs |= {"collect": dataclasses.asdict(cfg.collect), "seed": cfg.seed}
+    elif stage == "generate":
+        inputs |= {"generate": dataclasses.asdict(cfg.generate), "pool": _preset_text("pool", cfg.generate.pool),
+                   "seed": cfg.seed}
+    elif stage == "annotate":
+        judge = _preset_text("judge", cfg.annotate.config) if cfg.annotate.judge != "scene" else None
+        inputs |= {"annotate": dataclasses.asdict(cfg.annotate), "judge": judge, "seed": cfg.seed}
+    elif stage == "dataset":
+        inputs |= {"dataset": dataclasses.asdict(cfg.dataset),
+                   "baselines": {k: v.get("pair_policy", "silkie") for k, v in cfg.baselines.items()} if r == 1
+                   else {}}
+    elif stage == "train":
+        inputs |= {"train": dataclasses.asdict(cfg.train), "preset": _preset_text("train", cfg.train.preset),
+                   "baselines": cfg.baselines if r == 1 else {}}
+    elif stage == "eval":
+        inputs |= {"eval": dataclasses.asdict(cfg.eval)}
+    return inputs
+
+
+def fingerprints(cfg: PipelineConfig) -> dict[str, str]:
+    """Each stage's fingerprint: its own inputs chained to the previous stage's fingerprint."""
+    out, previous = {}, ""
+    for name in stage_names(cfg):
+        text = json.dumps([name, stage_inputs(cfg, name), previous], sort_keys=True, default=str)
+        out[name] = previous = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return out
+
+
+def _changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ, for the "inputs changed" message."""
+    keys = sorted(set(old) | set(new))
+    found = []
+    for key in keys:
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += _changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.append(f"{prefix}{key}")
+    return found
+
+
+class Ledger:
+    """RUN/stages.json: per stage its fingerprint, inputs, state (running/done), seconds and summary."""
+
+    def __init__(self, run: Path):
+        self.path = run / LEDGER
+        self.stages = json.loads(self.path.read_text())["stages"] if self.path.is_file() else {}
+
+    def get(self, stage: str) -> dict | None:
+        return self.stages.get(stage)
+
+    def set(self, stage: str, **entry) -> None:
+        self.stages[stage] = entry
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"stages": self.stages}, indent=1) + "\n")
+        os.replace(temporary, self.path)  # a kill never leaves a half-written ledger
+
+
+def plan(cfg: PipelineConfig, run: Path, force: bool = False, from_stage: str | None = None) -> list[str]:
+    """The stages to run, in order; raises InputError naming a stage whose inputs changed (without --force)."""
+    names = stage_names(cfg)
+    if from_stage is not None and from_stage not in names:
+        raise InputError(f"--from-stage {from_stage!r}: this run's stages are {', '.join(names)}")
+    ledger, prints = Ledger(run), fingerprints(cfg)
+    todo = []
+    for name in names:
+        entry = ledger.get(name)
+        redo = from_stage is not None and names.index(name) >= names.index(from_stage)
+        if entry is None or redo or todo:  # everything after a stage that runs runs too
+            todo.append(name)
+        elif entry["fingerprint"] != prints[name]:
+            if not force:
+                what = ", ".join(_changes(entry.get("inputs", {}), stage_inputs(cfg, name))[:4]) or "an earlier stage"
+                raise InputError(f"stage {name!r} of {run} was run with other inputs ({what} changed); "
+                                 f"rerun with --force to redo it and the stages after it, or use another --out")
+            todo.append(name)
+        elif entry["state"] != "done":
+            todo.append(name)  # interrupted: resume it
+    return todo
+
+
+def run(cfg: PipelineConfig, out: str | Path, force: bool = False, from_stage: str | None = None,
+        log=print) -> Path:
+    """Run (or resume, or skip) every stage of `cfg` into `out`; returns the report's path."""
+    import yaml
+
+    run_dir = Path(out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    todo = plan(cfg, run_dir, force, from_stage)
+    if not todo:
+        log(f"{run_dir}: every stage is up to date; nothing to do (report: {run_dir / 'report.md'})")
+        return run_dir / "report.md"
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    ledger, prints = Ledger(run_dir), fingerprints(cfg)
+    stages = Stages(cfg, run_dir, log)
+    for name in stage_names(cfg):
+        if name not in todo:
+            log(f"[{name}] up to date")
+            continue
+        entry = ledger.get(name)
+        fresh = entry is None or entry["fingerprint"] != prints[name] or entry["state"] == "done"
+        if fresh:
+            stages.clear(name)
+        log(f"[{name}] {'starting' if fresh else 'resuming'}")
+        ledger.set(name, fingerprint=prints[name], inputs=stage_inputs(cfg, name), state="running")
+        start = time.perf_counter()
+        stage, r = split(name)
+        summary = getattr(stages, stage)(r)
+        seconds = round(time.perf_counter() - start, 1)
+        ledger.set(name, fingerprint=prints[name], inputs=stage_inputs(cfg, name), state="done",
+                   seconds=seconds, summary=summary)
+        log(f"[{name}] done in {seconds:.0f} s")
+    return run_dir / "report.md"
+
+
+class Stages:
+    """One method per stage, taking the round: calls the library, returns a JSON summary for the ledger.
+
+    Round 1 works in RUN itself; round R > 1 in RUN/round-R, where the pool's base member is replaced
+    by the model of round R-1 (merged), which is also the model that round trains and its reference.
+    """
+
+    def __init__(self, cfg: PipelineConfig, run: Path, log):
+        self.cfg, self.run, self.log = cfg, run, log
+
+    # what each stage writes (relative to its round's folder), removed before it is redone afresh
+    OUTPUTS = {"collect": ("instructions.jsonl", "images", "collect_skipped.jsonl"),
+               "generate": ("completions.jsonl", "completions.shard-*", "cache.sqlite"),
+               "annotate": ("annotations.jsonl", "judge_report.md", "judge_config.yaml"),
+               "dataset": ("vlfeedback", "baselines/*/vlfeedback"),
+               "train": ("train", "baselines/*/train"),
+               "stats": ("stats",),
+               "report": ("report.md",)}
+
+    def folder(self, r: int) -> Path:
+        return self.run if r == 1 else self.run / f"round-{r}"
+
+    def clear(self, name: str) -> None:
+        stage, r = split(name)
+        patterns = self.OUTPUTS.get(stage) or (("eval",) if r == 1 else (f"eval/round-{r}", f"eval/round-{r}-vs-base"))
+        root = self.run if stage == "eval" else self.folder(r)
+        for pattern in patterns:
+            for path in root.glob(pattern):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    def collect(self, r: int) -> dict:
+        from silkie.sources import collect
+
+        c, out = self.cfg.collect, self.folder(r) / "instructions.jsonl"
+        # fresh instructions each round: the sampler's seed moves on
+        summary = collect(c.sources, out, n=c.n, seed=self.cfg.seed + r - 1, quotas=c.quotas,
+                          images_root=c.images_root)
+        self.log(summary.table())
+        return {"instructions": _count_lines(out)}
+
+    def _pool(self, r: int):
+        from silkie.pool.config import load_pool
+
+        pool = load_pool(self.cfg.generate.pool)
+        if r == 1:
+            return pool
+        base = self._train_config(1).model
+        member = next((m for m in pool.models if m.model == base and m.adapter is None), None)
+        if member is None:
+            raise InputError(f"--rounds: pool {pool.name!r} has no member running the base model {base!r}, "
+                             "whose answers the later rounds replace with the trained model's")
+        member.name, member.model = f"{member.name}-round-{r - 1}", str(self.policy(r))
+        return pool
+
+    def generate(self, r: int) -> dict:
+        from silkie.pool.generate import generate
+
+        folder, pool = self.folder(r), self._pool(r)
+        summary = generate(pool, folder / "instructions.jsonl", folder / "completions.jsonl",
+                           per_instruction=self.cfg.generate.per_instruction, seed=self.cfg.seed)
+        self.log(summary.table())
+        return {"completions": _count_lines(folder / "completions.jsonl"), "pool": [m.name for m in pool.models]}
+
+    def annotate(self, r: int) -> dict:
+        from silkie.feedback.annotate import annotate
+
+        a, folder = self.cfg.annotate, self.folder(r)
+        summary = annotate(folder / "instructions.jsonl", folder / "completions.jsonl", folder / "annotations.jsonl",
+                           judge=a.judge, config=a.config, overrides={"seed": self.cfg.seed, **a.overrides})
+        self.log(summary.table())
+        if summary.deferred:
+            raise InputError(f"annotate: {summary.deferred} items deferred by the judge (rate or budget limit); "
+                             "rerun `silkie run` to judge them")
+        return {"annotations": _count_lines(folder / "annotations.jsonl"), "judge": a.judge}
+
+    def _build(self, r: int, out: Path, pair_policy: str) -> dict:
+        from vlfeedback_dataset import build
+
+        d = self.cfg.dataset
+        _, report, pairs = build(out, run_dir=self.folder(r), pair_policy=pair_policy, weights=d.weights,
+                                 strict_ratings=d.strict_ratings, judge_noise=d.judge_noise)
+        return {"rows": dict(report.counts), "pairs": pairs}
+
+    def dataset(self, r: int) -> dict:
+        folder = self.folder(r)
+        summary = {"silkie": self._build(r, folder / "vlfeedback", self.cfg.dataset.pair_policy)}
+        for name in self.cfg.baselines if r == 1 else ():
+            policy = self.cfg.baseline(name).pair_policy
+            if policy != self.cfg.dataset.pair_policy:
+                summary[name] = self._build(r, folder / "baselines" / name / "vlfeedback", policy)
+        self.log(f"dataset: {summary['silkie']['pairs']['pairs']} pairs ({self.cfg.dataset.pair_policy}) "
+                 f"in {folder / 'vlfeedback'}")
+        return summary
+
+    def _train_config(self, r: int, **overrides):
+        from silkie.train import load_config as train_config
+
+        model = {"model": str(self.policy(r))} if r > 1 else {}
+        return train_config(preset=self.cfg.train.preset, overrides={**self.cfg.train.set, **model, **overrides})
+
+    def _train_one(self, r: int, out: Path, dataset: Path, overrides: dict) -> dict:
+        from silkie.train.recipe import train
+
+        if (out / "summary.json").is_file() and (out / "adapter" / "adapter_config.json").is_file():
+            return json.loads((out / "summary.json").read_text())  # finished before an interruption
+        result = train(self._train_config(r, **overrides, dataset=str(dataset), output_dir=str(out)), resume=True)
+        self.log(result.summary())
+        return json.loads((out / "summary.json").read_text())
+
+    def train(self, r: int) -> dict:
+        folder = self.folder(r)
+        summary = {"silkie": self._train_one(r, folder / "train", folder / "vlfeedback", {})}
+        for name in self.cfg.baselines if r == 1 else ():
+            own = folder / "baselines" / name / "vlfeedback"
+            summary[name] = self._train_one(r, folder / "baselines" / name / "train",
+                                            own if own.is_dir() else folder / "vlfeedback", self.cfg.baseline(name).set)
+        return {name: {k: s.get(k) for k in ("global_step", "train_seconds", "rows", "mode", "base_model")}
+                for name, s in summary.items()}
+
+    def policy(self, r: int) -> Path:
+        """The model round `r` starts from (r > 1): round r-1's base with its adapter merged in, made once."""
+        from silkie.train.export import export
+
+        merged = self.folder(r - 1) / "train" / "merged"
+        if not (merged / "config.json").is_file():
+            export(self.folder(r - 1) / "train" / "adapter", merged, merge=True)
+        return merged
+
+    def eval(self, r: int) -> dict:
+        from silkie.eval.compare import compare
+
+        out = self.run / "eval"
+        base = json.loads((self.run / "train" / "summary.json").read_text())["base_model"]
+        if r == 1:  # the base, Silkie and each baseline, all LoRA adapters on the base
+            models = {"base": (base, None), "trained": (base, self.run / "train" / "adapter"),
+                      **{name: (base, self.run / "baselines" / name / "train" / "adapter")
+                         for name in self.cfg.baselines}}
+        else:  # the base's answers are already there from round 1
+            models = {f"round-{r}": (str(self.policy(r)), self.folder(r) / "train" / "adapter")}
+        for benchmark, options in self.cfg.eval.benchmarks.items():
+            runner = BENCHMARKS.get(benchmark)
+            if runner is None:
+                raise InputError(f"eval: unknown benchmark {benchmark!r} (known: {', '.join(BENCHMARKS)})")
+            for variant, (model, adapter) in models.items():
+                runner(model, adapter and str(adapter), out / variant, options or {}, self.log)
+        summary = {}
+        for variant in models.keys() - {"base"}:  # Silkie's table in eval/, the others' in eval/NAME-vs-base/
+            where = out if variant == "trained" else out / f"{variant}-vs-base"
+            comparison = compare(out / "base", out / variant, out=where)
+            summary[variant] = {bench: result["metrics"] for bench, result in comparison.items()}
+        if "mini" in self.cfg.eval.benchmarks:  # items shared with this run's training instructions
+            summary["overlap_with_run"] = _mini_overlap(self.run, self.cfg.eval.benchmarks["mini"] or {})
+        return summary
+
+    def stats(self, r: int) -> dict:
+        from silkie.stats import stats
+
+        return stats(self.run / "vlfeedback", self.run / "stats")["summary"]
+
+    def report(self, r: int) -> dict:
+        from silkie.report import write_report
+
+        path = write_report(self.run, self.cfg, Ledger(self.run).stages)
+        self.log(f"report: {path}")
+        return {"report": str(path)}
+
+
+def _mini(model: str, adapter: str | None, out: Path, options: dict, log) -> None:
+    from silkie.eval.mini import run_mini
+
+    run_mini(model, out, adapter=adapter, log=log, **options)
+
+
+def _mini_overlap(run: Path, options: dict) -> int:
+    from silkie.eval.mini import shared_with
+
+    return shared_with(sorted(run.glob("instructions.jsonl")) + sorted(run.glob("round-*/instructions.jsonl")),
+                       **{k: v for k, v in options.items() if k in ("n", "n_mmhal", "seed")})
+
+
+BENCHMARKS = {"mini": _mini}
+
+
+def _count_lines(path: Path) -> int:
+    from silkie.io import stage_files
+
+    return sum(sum(1 for line in open(p, "rb") if line.strip()) for p in stage_files(path))
