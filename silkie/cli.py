@@ -23,8 +23,9 @@ def run_pipeline(args: argparse.Namespace) -> None:
             raise InputError("--rounds must be at least 1")
         overrides["rounds"] = args.rounds
     cfg = load_config(args.preset, args.config, overrides)
-    report = run(cfg, args.out or f"runs/{cfg.name}", force=args.force, from_stage=args.from_stage)
-    print(f"report: {report}")
+    report = run(cfg, args.out or f"runs/{cfg.name}", force=args.force, from_stage=args.from_stage, until=args.until)
+    if report.is_file():
+        print(f"report: {report}")
 
 
 def world_make(args: argparse.Namespace) -> None:
@@ -212,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--from-stage", metavar="STAGE",
                       help="redo STAGE and every stage after it (collect, generate, annotate, dataset, train, "
                            "eval, stats, report)")
+    loop.add_argument("--until", metavar="STAGE", help="stop after STAGE (e.g. dataset, to train with "
+                                                        "`accelerate launch` on several GPUs, then rerun)")
     loop.add_argument("--rounds", type=int, metavar="K",
                       help="K rounds: each further round samples fresh answers from the last round's model, "
                            "judges, pairs and trains again (on-policy; default: the config's, 1)")

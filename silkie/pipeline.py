@@ -238,12 +238,15 @@ def plan(cfg: PipelineConfig, run: Path, force: bool = False, from_stage: str | 
 
 
 def run(cfg: PipelineConfig, out: str | Path, force: bool = False, from_stage: str | None = None,
-        log=print) -> Path:
-    """Run (or resume, or skip) every stage of `cfg` into `out`; returns the report's path."""
+        until: str | None = None, log=print) -> Path:
+    """Run (or resume, or skip) every stage of `cfg` into `out`, or those up to `until`; returns the
+    report's path."""
     import yaml
 
     run_dir = Path(out)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if until is not None and until not in stage_names(cfg):
+        raise InputError(f"--until {until!r}: this run's stages are {', '.join(stage_names(cfg))}")
     todo = plan(cfg, run_dir, force, from_stage)
     if not todo:
         log(f"{run_dir}: every stage is up to date; nothing to do (report: {run_dir / 'report.md'})")
@@ -256,10 +259,12 @@ def run(cfg: PipelineConfig, out: str | Path, force: bool = False, from_stage: s
             log(f"[{name}] up to date")
             continue
         entry = ledger.get(name)
-        fresh = entry is None or entry["fingerprint"] != prints[name] or entry["state"] == "done"
-        if fresh:
+        # redone with other inputs, or again: start clean; never run here: reuse what is there (e.g. a
+        # training launched by hand with `accelerate launch`), as every stage resumes
+        redo = entry is not None and (entry["fingerprint"] != prints[name] or entry["state"] == "done")
+        if redo:
             stages.clear(name)
-        log(f"[{name}] {'starting' if fresh else 'resuming'}")
+        log(f"[{name}] {'starting' if entry is None or redo else 'resuming'}")
         ledger.set(name, fingerprint=prints[name], inputs=stage_inputs(cfg, name), state="running")
         start = time.perf_counter()
         stage, r = split(name)
@@ -268,6 +273,9 @@ def run(cfg: PipelineConfig, out: str | Path, force: bool = False, from_stage: s
         ledger.set(name, fingerprint=prints[name], inputs=stage_inputs(cfg, name), state="done",
                    seconds=seconds, summary=summary)
         log(f"[{name}] done in {seconds:.0f} s")
+        if name == until:
+            log(f"stopped after {name} (--until); rerun without it to go on")
+            break
     return run_dir / "report.md"
 
 
@@ -451,7 +459,32 @@ def _mini_overlap(run: Path, options: dict) -> int:
                        **{k: v for k, v in options.items() if k in ("n", "n_mmhal", "seed")})
 
 
-BENCHMARKS = {"mini": _mini}
+def _release(name: str):
+    """A runner for a real benchmark; options as `silkie eval NAME`'s flags: data (required),
+    judge_model, judge_base_url, judge_template, judge_api_key_env, runs (mmvet), batch_size,
+    max_new_tokens."""
+    def runner(model: str, adapter: str | None, out: Path, options: dict, log) -> None:
+        from silkie.eval import BENCHMARKS as MODULES
+        from silkie.eval.runner import Judge, model_spec
+
+        module, options = MODULES[name], dict(options)
+        if "data" not in options:
+            raise InputError(f"eval.benchmarks.{name}: needs `data: PATH|HUB_ID`")
+        data = options.pop("data")
+        spec = model_spec(model, adapter=adapter, batch_size=options.pop("batch_size", 16),
+                          max_new_tokens=options.pop("max_new_tokens", module.MAX_NEW_TOKENS))
+        extra = {"runs": options.pop("runs")} if name == "mmvet" and "runs" in options else {}
+        if name != "mme":
+            judge = {key: options.pop(f"judge_{key}") for key in ("model", "base_url", "api_key_env")
+                     if f"judge_{key}" in options}
+            extra["judge"] = Judge.from_file(options.pop("judge_template", None), module.PLACEHOLDERS, **judge)
+        if options:
+            raise InputError(f"eval.benchmarks.{name}: unknown option {next(iter(options))!r}")
+        module.run(spec, data, out, log=log, **extra)
+    return runner
+
+
+BENCHMARKS = {"mini": _mini, **{name: _release(name) for name in ("mme", "mmhal", "mmvet", "redteam")}}
 
 
 def _count_lines(path: Path) -> int:
