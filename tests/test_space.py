@@ -1,0 +1,397 @@
+"""The Space: an exported Space folder served on 127.0.0.1 and driven with gradio_client and a
+headless Chromium; the engine's streaming, concurrency, memory and judges checked directly."""
+
+import gc
+import importlib.util
+import os
+import struct
+import threading
+import warnings
+import zlib
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from openai_server import OpenAIServer
+
+from silkie import InputError, space
+from silkie.cli import main
+from silkie.schema import ASPECTS
+
+SOURCE = "git+https://example.invalid/silkie.git@v0.1.0"
+ENV = ("SILKIE_BASE_MODEL", "SILKIE_ADAPTER", "SILKIE_DATASET", "SILKIE_JUDGE_MODEL", "SILKIE_JUDGE_BASE_URL",
+       "OPENAI_API_KEY", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+TOKENS = 64
+
+
+@pytest.fixture(scope="module", autouse=True)
+def environment():
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ENV:
+            patch.delenv(name, raising=False)
+        yield
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    """A LoRA on world:mini-base with seeded random weights (lora_B is zero when made), small enough
+    that Silkie still writes sentences, large enough that it answers differently."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from silkie.chat import load
+
+    out = tmp_path_factory.mktemp("run") / "train" / "adapter"
+    model = get_peft_model(load("world:mini-base").model,
+                           LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj)"))
+    generator = torch.Generator().manual_seed(0)
+    for name, parameter in model.named_parameters():
+        if "lora_" in name:
+            parameter.data = torch.randn(parameter.shape, generator=generator) * 0.1
+    model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory):
+    """The app's mini-world examples by kind, each image also as a file to upload."""
+    folder = tmp_path_factory.mktemp("examples")
+    found = {}
+    for example in space.world_examples():
+        example["file"] = folder / f"{example['kind']}.png"
+        example["image"].save(example["file"])
+        found[example["kind"]] = example
+    return found
+
+
+@pytest.fixture(scope="module")
+def expected(adapter, examples):
+    """What each model answers alone, through chat.py: the panes must show exactly this."""
+    from silkie.chat import chat, load
+
+    base, silkie = load("world:mini-base"), load("world:mini-base", adapter=str(adapter))
+    return {kind: (chat(base, e["image"], e["prompt"], TOKENS), chat(silkie, e["image"], e["prompt"], TOKENS))
+            for kind, e in examples.items() if kind in ("describe", "count", "color")}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, adapter, built_dataset):
+    out = tmp_path_factory.mktemp("space") / "silkie-space"
+    assert main(["space", "--export", str(out), "--adapter", str(adapter), "--dataset", str(built_dataset),
+                 "--source", SOURCE]) == 0
+    return out
+
+
+def pretrained_models() -> set[int]:
+    """Every whole model alive (a Qwen2-VL holds three more PreTrainedModels inside it)."""
+    from transformers import PreTrainedModel
+
+    gc.collect()
+    with warnings.catch_warnings():  # isinstance() touches deprecated torch aliases on the way
+        warnings.simplefilter("ignore")
+        models = [o for o in gc.get_objects() if isinstance(o, PreTrainedModel)]
+    inside = {id(m) for model in models for m in model.modules() if m is not model}
+    return {id(model) for model in models if id(model) not in inside}
+
+
+@pytest.fixture(scope="module")
+def served(exported):
+    """The exported app.py, built and served on 127.0.0.1; also how many models building it made."""
+    spec = importlib.util.spec_from_file_location("exported_space_app", exported / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    before = pretrained_models()
+    demo = app.build()
+    models = len(pretrained_models() - before)
+    _, url, _ = space.serve(demo, host="127.0.0.1", block=False)
+    yield {"url": url, "models": models}
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    from gradio_client import Client
+
+    return Client(served["url"], verbose=False)
+
+
+@pytest.fixture(scope="module")
+def engine(adapter):
+    return space.Engine(space.Settings(adapter=str(adapter), dataset=None))
+
+
+def ask(client, file, prompt, tokens=TOKENS, **settings):
+    from gradio_client import handle_file
+
+    job = client.submit(handle_file(str(file)) if file else None, prompt, tokens, settings.get("temperature", 0),
+                        settings.get("top_p", 1), api_name="/ask")
+    return job.result(), job.outputs()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A tiny PNG file that claims a huge size: a decompression bomb, caught from its header."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+
+
+# ---- the served app ----------------------------------------------------------------------------
+
+def test_both_panes_stream_each_models_own_answer(client, examples, expected):
+    streamed = {}
+    for kind, (base, silkie) in expected.items():
+        (got_base, got_silkie, note), streamed[kind] = ask(client, examples[kind]["file"], examples[kind]["prompt"])
+        assert (got_base, got_silkie, note) == (base, silkie, ""), kind
+    assert expected["describe"][0] != expected["describe"][1]  # the adapter changes what Silkie says
+    # streamed: an update per token, each pane's text growing to the final answer
+    updates = streamed["describe"]
+    assert len(updates) > 10
+    for pane in (0, 1):
+        texts = [update[pane] for update in updates]
+        assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))
+
+
+def test_bad_input_gets_a_message_not_a_traceback(client, examples, tmp_path):
+    example = examples["describe"]
+    text, bomb, cut = tmp_path / "notes.png", tmp_path / "bomb.png", tmp_path / "cut.png"
+    text.write_text("not an image")
+    bomb.write_bytes(png_header(5000, 5000))
+    cut.write_bytes(example["file"].read_bytes()[:300])
+    cases = {text: "not an image in an allowed format", bomb: "5000x5000 pixels exceeds the limit",
+             cut: "truncated or corrupt image", None: "Upload an image first"}
+    for file, reason in cases.items():
+        (base, silkie, note), _ = ask(client, file, "What is this?")
+        assert note.startswith("⚠️") and reason in note and (base, silkie) == ("", "")
+    for prompt, reason in (("   ", "Type a question"), ("x" * 3000, "the limit is 2000")):
+        assert reason in ask(client, example["file"], prompt)[0][2]
+
+
+def test_uploads_and_paths_are_confined(client, served, examples, tmp_path):
+    from gradio_client import handle_file
+
+    big = tmp_path / "big.png"
+    big.write_bytes(example_bytes := examples["count"]["file"].read_bytes())
+    with open(big, "ab") as f:
+        f.write(os.urandom(space.MAX_UPLOAD_BYTES))  # a valid PNG with trailing bytes, over the limit
+    with pytest.raises(ValueError, match="maximum file size"):  # the client knows the limit
+        client.predict(handle_file(str(big)), "hi", api_name="/ask")
+    upload = httpx.post(served["url"] + "gradio_api/upload", files={"files": ("big.png", big.read_bytes())})
+    assert upload.status_code == 413  # and the server enforces it
+    assert httpx.post(served["url"] + "gradio_api/upload", files={"files": ("ok.png", example_bytes)}).is_success
+    # a file path on the server, named by the client, is never opened
+    data = [{"path": str(Path(space.__file__)), "meta": {"_type": "gradio.FileData"}}, "hi", 8, 0, 1]
+    event = httpx.post(served["url"] + "gradio_api/call/ask", json={"data": data}).json()["event_id"]
+    stream = httpx.get(served["url"] + f"gradio_api/call/ask/{event}", timeout=30).text
+    assert "event: error" in stream and "import" not in stream
+
+
+def test_judge_uses_the_scene_truth_and_says_when_it_cannot(client, examples, tmp_path):
+    from gradio_client import handle_file
+
+    example = examples["describe"]
+    (base, silkie, _), _ = ask(client, example["file"], example["prompt"])
+    verdict = client.predict(handle_file(str(example["file"])), example["prompt"], base, silkie, api_name="/judge")
+    assert "scene judge" in verdict and "| | Base | Silkie |" in verdict
+    for aspect in ASPECTS:
+        assert verdict.count(f"| {aspect} | **") == 1
+    # another world question about the same scene is judged too; a question outside the world is not
+    count = "How many shapes are there in the image?"
+    assert "scene judge" in client.predict(handle_file(str(example["file"])), count, "There are 3 shapes.",
+                                           "There are 2 shapes.", api_name="/judge")
+    assert "not this question" in client.predict(handle_file(str(example["file"])), "Is it art?", "Yes", "No",
+                                                 api_name="/judge")
+    from PIL import Image
+
+    other = tmp_path / "other.png"
+    Image.new("RGB", (64, 64), "orange").save(other)
+    refused = client.predict(handle_file(str(other)), example["prompt"], "A", "B", api_name="/judge")
+    assert refused.startswith("⚠️ Cannot judge") and "SILKIE_JUDGE_MODEL" in refused
+
+
+def test_dataset_browser_filters_and_shows_rows(client, built_dataset):
+    from datasets import load_dataset
+
+    rows = load_dataset(str(built_dataset), "default", split="train")
+
+    def rating(row, model, aspect):
+        completions = row["completions"]
+        return int(completions["annotations"][completions["model"].index(model)][aspect]["Rating"])
+
+    found, _, _, shown = client.predict("(any)", "m-yes", "Visual Faithfulness", 4, 5, 0, api_name="/browse")
+    matches = [row for row in rows if rating(row, "m-yes", "Visual Faithfulness") >= 4]
+    assert found == f"{len(matches)} of {len(rows)} rows match." and 0 < len(matches) < len(rows)
+    first = matches[0]
+    assert first["prompt"] in shown and all(f". {model}" in shown for model in first["models"])
+    found, _, _, _ = client.predict("(any)", "(any)", "(any)", 1, 5, 4, api_name="/browse")
+    assert found == f"0 of {len(rows)} rows match."  # no row spans the whole scale
+
+
+def test_one_copy_of_the_base_weights(served, engine, adapter):
+    """Building the app makes one model; Silkie is LoRA layers wrapped around its weights."""
+    from safetensors.torch import load_file
+
+    from silkie.chat import load
+
+    assert served["models"] == 1
+    model = engine.loaded.model
+    storages = {}
+    for name, parameter in model.named_parameters():
+        storages.setdefault(parameter.untyped_storage().data_ptr(), (name, parameter.untyped_storage().nbytes()))
+    base = sum(p.untyped_storage().nbytes() for p in load("world:mini-base").model.parameters())
+    lora = sum(t.untyped_storage().nbytes() for t in load_file(adapter / "adapter_model.safetensors").values())
+    assert sum(nbytes for _, nbytes in storages.values()) == base + lora
+
+
+# ---- the engine --------------------------------------------------------------------------------
+
+def test_concurrent_requests_get_the_sequential_answers(engine, examples):
+    requests = [(e["file"], e["prompt"]) for e in examples.values()]
+    final = lambda file, prompt: list(engine.answer(str(file), prompt, TOKENS))[-1]  # noqa: E731
+    sequential = [final(*request) for request in requests]
+    results, start = [None] * len(requests), threading.Barrier(len(requests))
+
+    def worker(i):
+        start.wait()
+        results[i] = final(*requests[i])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == sequential
+    assert len({answer[0] for answer in sequential}) > 1
+
+
+def test_time_limits_cut_answers_and_waits(engine, examples, expected, monkeypatch):
+    example, full = examples["describe"], expected["describe"][0]
+    monkeypatch.setattr(engine.config, "timeout", 0.01)  # less than the first step takes
+    base, silkie, note = list(engine.answer(str(example["file"]), example["prompt"], space.MAX_NEW_TOKENS))[-1]
+    assert note.startswith("Stopped at the 0.01 s limit") and full.startswith(base) and len(base) < len(full)
+    with engine.lock, pytest.raises(InputError, match="busy"):  # another visitor holds the model
+        list(engine.answer(str(example["file"]), example["prompt"]))
+
+
+def test_generation_settings_are_checked(client, examples):
+    assert space.check_params("32", 0.7, 0.9).max_new_tokens == 32
+    for bad in ((0, 0, 1), (space.MAX_NEW_TOKENS + 1, 0, 1), (8, -1, 1), (8, 0, 0), (8, float("nan"), 1), ("x", 0, 1)):
+        with pytest.raises(InputError, match="Settings out of range|must be numbers"):
+            space.check_params(*bad)
+    example = examples["describe"]
+    sampled = [ask(client, example["file"], example["prompt"], temperature=1.2, top_p=0.9)[0] for _ in range(2)]
+    assert sampled[0] == sampled[1] and all(sampled[0][:2])  # seeded: the same draw twice
+
+
+def test_openai_judge_rates_any_image(engine, examples, monkeypatch, tmp_path):
+    def reply(body):
+        lines = []
+        for aspect in ASPECTS:
+            lines += [f"#### {aspect} Assessment"]
+            for j in (1, 2):
+                lines += [f"##### Output for Text {j}", f"Rating: {j + 2}", f"Rationale: Text {j} seen."]
+        return "\n".join(lines)
+
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (80, 60), "orange").save(photo)
+    with OpenAIServer(responder=reply) as server:
+        monkeypatch.setenv("SILKIE_JUDGE_MODEL", "judge-test")
+        monkeypatch.setenv("SILKIE_JUDGE_BASE_URL", server.url)
+        verdict = engine.judge(str(photo), "What colour is this?", "Orange.", "It is orange.")
+        scene = engine.judge(str(examples["count"]["file"]), examples["count"]["prompt"], "There is 1 shape.",
+                             "There are 2 shapes.")
+    assert "judge-test" in verdict and "| Helpfulness | **3** · Text 1 seen. | **4** · Text 2 seen. |" in verdict
+    assert "scene judge" in scene  # ground truth, where there is one, comes first
+    assert server.counts["ok"] == 1
+
+
+def test_without_a_run_the_page_says_what_to_do(tmp_path, monkeypatch, examples):
+    monkeypatch.chdir(tmp_path)
+    settings = space.settings()
+    assert settings.adapter == "runs/mini/train/adapter" and settings.dataset == "runs/mini/vlfeedback"
+    engine = space.Engine(settings)
+    assert "run `silkie run` first" in engine.silkie_note and engine.base == "world:mini-base"
+    base, silkie, note = list(engine.answer(str(examples["color"]["file"]), examples["color"]["prompt"], 16))[-1]
+    assert base and silkie == engine.silkie_note and note == ""
+    assert "run `silkie run` first" in space.open_dataset(settings.dataset)[1]
+
+
+def test_settings_precedence(monkeypatch, tmp_path):
+    (tmp_path / "adapter").mkdir()
+    defaults = {"base": "world:mini-base", "adapter": "adapter", "dataset": "org/data"}
+    assert space.settings(defaults=defaults, root=tmp_path) == space.Settings(
+        "world:mini-base", str(tmp_path / "adapter"), "org/data")
+    monkeypatch.setenv("SILKIE_ADAPTER", "org/silkie")
+    monkeypatch.setenv("SILKIE_DATASET", "")  # empty: none
+    assert space.settings(defaults=defaults, root=tmp_path) == space.Settings("world:mini-base", "org/silkie", None)
+    chosen = space.settings(run="runs/x", base="org/base", defaults=defaults)
+    assert chosen == space.Settings("org/base", "runs/x/train/adapter", "runs/x/vlfeedback")
+
+
+def test_export_writes_a_ready_to_push_space(exported, adapter, tmp_path, capsys):
+    import gradio
+
+    app = (exported / "app.py").read_text()
+    assert "\nDEFAULTS = {'base': 'world:mini-base', 'adapter': 'adapter', 'dataset': 'vlfeedback'}\n" in app
+    assert (exported / "adapter" / "adapter_config.json").is_file()
+    assert (exported / "vlfeedback" / "README.md").is_file()
+    _, front, body = (exported / "README.md").read_text().split("---\n", 2)
+    meta = yaml.safe_load(front)
+    assert (meta["sdk"], meta["app_file"], meta["license"]) == ("gradio", "app.py", "apache-2.0")
+    assert meta["sdk_version"] == gradio.__version__ and meta["models"] == [] and "datasets" not in meta
+    assert "# Silkie, next to its base model" in body
+    assert f"silkie @ {SOURCE}" in (exported / "requirements.txt").read_text().splitlines()
+    wheel = tmp_path / "silkie-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"")
+    for source, reason in ((None, "needs --source"), (str(wheel), "local file; upload it")):
+        flags = ["--source", source] if source else []
+        assert main(["space", "--export", str(tmp_path / "x"), "--adapter", str(adapter), *flags]) == 2
+        assert reason in capsys.readouterr().err
+    hub = ["--base", "Qwen/Qwen2-VL-2B-Instruct", "--adapter", "org/silkie", "--dataset", "org/vlfeedback"]
+    wheel_url = "https://example.invalid/silkie-0.1.0-py3-none-any.whl"
+    assert main(["space", "--export", str(tmp_path / "y"), *hub, "--source", wheel_url]) == 0
+    meta = yaml.safe_load((tmp_path / "y" / "README.md").read_text().split("---\n")[1])
+    assert meta["models"] == ["Qwen/Qwen2-VL-2B-Instruct", "org/silkie"] and meta["datasets"] == ["org/vlfeedback"]
+    assert meta["emoji"] == "🪡" and f"silkie @ {wheel_url}" in (tmp_path / "y" / "requirements.txt").read_text()
+    assert "'adapter': 'org/silkie', 'dataset': 'org/vlfeedback'}" in (tmp_path / "y" / "app.py").read_text()
+    assert not (tmp_path / "y" / "adapter").exists()
+
+
+# ---- a real browser ----------------------------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the networking flags Chromium's background connections are refused on a closed network.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"), reason="Debian's chromium is not installed")
+def test_a_person_uploads_asks_and_judges_in_chromium(served, examples, expected, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    example = examples["describe"]
+    base, silkie = expected["describe"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(served["url"])
+            page.locator("#image input[type=file]").set_input_files(example["file"])
+            page.locator("#prompt textarea").fill(example["prompt"])
+            page.click("#ask")
+            page.wait_for_function("([base, silkie]) => document.querySelector('#base-answer textarea').value === base"
+                                   " && document.querySelector('#silkie-answer textarea').value === silkie",
+                                   arg=[base, silkie], timeout=30_000)
+            page.click("#judge")
+            page.wait_for_selector("#verdict table", timeout=30_000)
+            verdict = page.locator("#verdict").inner_text()
+            screenshot = tmp_path / "space.png"
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    assert "scene judge" in verdict and all(aspect in verdict for aspect in ASPECTS)
+    assert screenshot.stat().st_size > 10_000
+    print(f"screenshot: {screenshot}")
