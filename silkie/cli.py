@@ -357,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--run", metavar="DIR", help="serve DIR/train/adapter and browse DIR/vlfeedback "
                                                    "(default: runs/mini, or SILKIE_ADAPTER / SILKIE_DATASET)")
     demo.add_argument("--base", help="base model: path, Hub id or world:NAME (default: the adapter's base)")
-    demo.add_argument("--adapter", help="the Silkie LoRA adapter: path or Hub id ('' for none)")
+    demo.add_argument("--adapter", help="Silkie: its LoRA adapter, or a merged model (a second copy of the "
+                                        "weights): path or Hub id ('' for none)")
     demo.add_argument("--dataset", help="the VLFeedback dataset to browse: path or Hub id ('' for none)")
     demo.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
     demo.add_argument("--port", type=int, help="default: the first free port from 7860")

@@ -3,7 +3,9 @@
 `spaces/app.py` draws the page; this module does what the page asks, so it is tested without a
 browser: settings from the environment, checks on everything a visitor sends, both answers streamed
 from one batched `generate` (PEFT's mixed-batch adapter selection: row 0 skips the LoRA, row 1 uses
-it), the judge, and the index behind the VLFeedback browser. `launch` and `export` back `silkie space`.
+it), and the judge. A merged Silkie model (`silkie export --merge`) works too, at the cost of a
+second copy of the weights: then each model streams its answer from its own `generate`. The
+VLFeedback browser is in `silkie.space_browser`; `launch` and `export` back `silkie space`.
 """
 
 from __future__ import annotations
@@ -32,13 +34,15 @@ MAX_NEW_TOKENS = 512
 QUEUE_SIZE = 32  # visitors waiting beyond this are told to come back rather than queued for minutes
 EXAMPLE_SEED = 4000  # world items the pool never trained (1000) or was measured (2000, 3000) on
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+MERGED_NOTE = ("Silkie is served here as a merged model: a second full copy of the weights in memory. "
+               "Serve its LoRA adapter instead (`silkie export` without `--merge`) to hold one copy.")
 
 
 @dataclass
 class Settings:
     """What the Space serves: each a local path or a Hub id; None serves nothing and the page says so."""
     base: str | None = None  # None: the adapter's base, else world:mini-base
-    adapter: str | None = f"{RUN}/train/adapter"
+    adapter: str | None = f"{RUN}/train/adapter"  # a LoRA adapter, or a merged Silkie model
     dataset: str | None = f"{RUN}/vlfeedback"
     timeout: float = 60.0  # seconds one answer may take, and the longest wait for the model
 
@@ -72,21 +76,45 @@ def reachable(ref: str) -> bool:
     return Path(ref).exists() or on_hub(ref)
 
 
-def base_of(adapter: str) -> str:
-    """The base an adapter was trained on: the run's train_config.yaml names it as the user did
-    (world:NAME, not this machine's path to it); else the adapter's own config."""
+def is_adapter(ref: str) -> bool:
+    """A LoRA adapter (adapter_config.json at its top), not a full model such as `silkie export
+    --merge` writes. A Hub repo that cannot be asked counts as an adapter: loading it says why."""
+    if not on_hub(ref):
+        return (Path(ref) / "adapter_config.json").is_file()
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    try:
+        hf_hub_download(ref, "adapter_config.json")
+    except RemoteEntryNotFoundError:
+        return False
+    except Exception:  # noqa: BLE001 - no such repo, no network
+        return True
+    return True
+
+
+def base_of(silkie: str, merged: bool = False) -> str:
+    """The base Silkie was trained from: the run's train_config.yaml names it as the user did
+    (world:NAME, not this machine's path to it); else the adapter's own config, which a merged
+    model keeps beside its weights in adapter/."""
     import yaml
     from peft import PeftConfig
 
-    train_config = Path(adapter).parent / "train_config.yaml"
+    train_config = Path(silkie).parent / "train_config.yaml"
     if train_config.is_file():
         model = (yaml.safe_load(train_config.read_text()) or {}).get("model")
         if model:
             return model
     try:
-        return world_name(PeftConfig.from_pretrained(adapter).base_model_name_or_path)
+        if merged and not on_hub(silkie) and not (Path(silkie) / "adapter" / "adapter_config.json").is_file():
+            raise ValueError("a local folder: no need to ask the Hub")
+        return world_name(PeftConfig.from_pretrained(silkie, subfolder="adapter" if merged else None)
+                          .base_model_name_or_path)
     except (OSError, ValueError) as error:  # no such adapter, no network
-        raise InputError(f"cannot read the adapter config of {adapter}: {one_line(error)[:200]}") from None
+        if merged:
+            raise InputError(f"cannot tell the base of the merged model {silkie} (no adapter/adapter_config.json "
+                             "beside it): set SILKIE_BASE_MODEL or --base") from None
+        raise InputError(f"cannot read the adapter config of {silkie}: {one_line(error)[:200]}") from None
 
 
 def world_name(model: str) -> str:
@@ -153,10 +181,12 @@ _DONE = object()
 
 class _Streamer:
     """transformers' TextIteratorStreamer, for a batch (which it refuses): after each step, the text
-    of every row so far. generate() calls put() with the prompt first, then once per new token."""
+    of every row so far, put on `sink` as (first, texts) where `first` is the first row's pane.
+    generate() calls put() with the prompt first, then once per new token, then end()."""
 
-    def __init__(self, tokenizer, rows: int):
-        self.tokenizer, self.tokens, self.queue, self.prompt = tokenizer, [[] for _ in range(rows)], queue.Queue(), True
+    def __init__(self, tokenizer, rows: int, sink: queue.Queue, first: int = 0):
+        self.tokenizer, self.tokens, self.sink, self.first = tokenizer, [[] for _ in range(rows)], sink, first
+        self.prompt = True
 
     def put(self, value) -> None:
         if self.prompt:
@@ -164,16 +194,25 @@ class _Streamer:
             return
         for row, new in zip(self.tokens, value.reshape(len(self.tokens), -1).tolist()):
             row += new
-        self.queue.put([self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in self.tokens])
+        self.sink.put((self.first, [self.tokenizer.decode(row, skip_special_tokens=True).strip()
+                                    for row in self.tokens]))
 
-    def end(self, error: BaseException | None = None) -> None:
-        self.queue.put(error or _DONE)
+    def end(self) -> None:
+        self.sink.put((self.first, _DONE))
 
-    def __iter__(self):
-        while (item := self.queue.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+
+def _panes(sink: queue.Queue, streams: int, texts: list[str]):
+    """`texts` after each update from the streamers, until all `streams` have ended; an exception
+    put on the sink is raised."""
+    while streams:
+        first, item = sink.get()
+        if isinstance(item, BaseException):
+            raise item
+        if item is _DONE:
+            streams -= 1
+        else:
+            texts[first:first + len(item)] = item
+            yield list(texts)
 
 
 class _Cancelled:
@@ -189,37 +228,45 @@ class _Cancelled:
 
 
 class Engine:
-    """One base model in memory, the Silkie adapter on top; generation serialised by a lock, since
-    PEFT's adapter selection hooks every LoRA layer for the length of a generate call."""
+    """The base model in memory and Silkie beside it: a LoRA adapter on top of the same weights (one
+    copy; both answers from one batch) or a merged model (a second copy; its own generate call).
+    Generation is serialised by a lock, since PEFT's adapter selection hooks every LoRA layer for
+    the length of a generate call."""
 
     def __init__(self, config: Settings):
         self.config = config
         self.lock = threading.Lock()
-        self.loaded = self.problem = self.silkie = None
+        self.loaded = self.problem = self.silkie = self.merged = None  # merged: the merged model's Loaded
         self.base = config.base or WORLD_BASE
         self.silkie_note = "No Silkie adapter configured: set SILKIE_ADAPTER to one (a folder or a Hub id)."
-        adapter = config.adapter
-        if adapter and not reachable(adapter):
-            self.silkie_note = (f"No Silkie adapter at {adapter} yet: run `silkie run` first, "
+        silkie = config.adapter
+        if silkie and not reachable(silkie):
+            self.silkie_note = (f"No Silkie adapter at {silkie} yet: run `silkie run` first, "
                                 "or point SILKIE_ADAPTER at one (a folder or a Hub id).")
-            adapter = None
-        self._load(adapter)
+            silkie = None
+        self._load(silkie)
         self.examples = world_examples()
         self.scenes = {pixel_key(example["image"]): example["scene"] for example in self.examples}
 
-    def _load(self, adapter: str | None) -> None:
+    def _load(self, silkie: str | None) -> None:
+        """The base with the adapter `silkie` on top, or the base and the merged model `silkie`."""
         from silkie.chat import load
 
+        merged = bool(silkie) and not is_adapter(silkie)
         try:
-            if adapter and not self.config.base:
-                self.base = base_of(adapter)
-            self.loaded = load(self.base, adapter=adapter)
-            if adapter:
-                self.silkie, self.silkie_note = adapter, None
+            if silkie and not self.config.base:
+                self.base = base_of(silkie, merged)
+            self.loaded = load(self.base, adapter=None if merged else silkie)
+            if merged:
+                self.merged = load(silkie)
+            if silkie:
+                self.silkie, self.silkie_note = silkie, None
         except Exception as error:  # noqa: BLE001 - the page must come up all the same and say what is wrong
-            if adapter:
+            if silkie:
+                self.loaded = self.merged = None
                 self._load(None)
-                self.silkie_note = f"The Silkie adapter {adapter} cannot be loaded: {one_line(error)[:300]}"
+                self.silkie_note = (f"The Silkie {'model' if merged else 'adapter'} {silkie} cannot be loaded: "
+                                    f"{one_line(error)[:300]}")
             else:
                 self.problem = f"The base model {self.base} cannot be loaded: {one_line(error)[:300]}"
 
@@ -239,42 +286,62 @@ class Engine:
     def stream(self, image, prompt: str, params):
         """The texts of [base, Silkie] (or [base]) after each generated token."""
         import torch
+
+        sink, gone = queue.Queue(), threading.Event()
+        if self.merged:  # a model per pane
+            jobs = [self._job(loaded, image, prompt, params, 1, sink, pane, gone)
+                    for pane, loaded in enumerate((self.loaded, self.merged))]
+        else:  # one batch: row 1 through the adapter, if any
+            jobs = [self._job(self.loaded, image, prompt, params, 2 if self.silkie else 1, sink, 0, gone)]
+            if self.silkie:
+                jobs[0][1]["adapter_names"] = ["__base__", self.loaded.model.active_adapter]
+        # Greedy answers stream side by side, a thread per model; sampled ones one after the other,
+        # since two threads drawing from torch's one global generator would make no draw repeatable.
+        threads = [[job] for job in jobs] if params.greedy else [jobs]
+        if not self.lock.acquire(timeout=self.config.timeout):
+            raise InputError("The model is busy with other visitors; try again in a minute.")
+        deadline, finished = time.monotonic() + self.config.timeout, threading.Barrier(len(threads),
+                                                                                     action=self.lock.release)
+
+        def run(batch):
+            try:
+                for model, kwargs in batch:
+                    if gone.is_set():
+                        break
+                    torch.manual_seed(params.seed)  # under the lock: sampling is repeatable
+                    with torch.inference_mode():  # ends its streamer itself
+                        model.generate(**kwargs, max_time=max(deadline - time.monotonic(), 0.0))
+            except BaseException as error:  # noqa: BLE001 - handed to the visitor's thread
+                sink.put((0, error))
+            finally:
+                finished.wait()  # the last one out releases the lock
+
+        workers = [threading.Thread(target=run, args=(batch,), daemon=True) for batch in threads]
+        for worker in workers:
+            worker.start()
+        try:
+            yield from _panes(sink, len(jobs), ["", ""] if self.silkie else [""])
+        finally:
+            gone.set()
+            for worker in workers:
+                worker.join()  # nothing of this request outlives it
+
+    def _job(self, loaded, image, prompt: str, params, rows: int, sink: queue.Queue, pane: int, gone):
+        """(model, generate's arguments) for `rows` copies of the question, streamed to `pane` on."""
         from transformers import StoppingCriteriaList
 
         from silkie.schema import user_turn
 
-        model, processor = self.loaded.model, self.loaded.processor
-        rows = 2 if self.silkie else 1
+        processor = loaded.processor
         text = processor.apply_chat_template(user_turn(prompt), add_generation_prompt=True)
-        inputs = processor(text=[text] * rows, images=[[image]] * rows, return_tensors="pt").to(self.loaded.device)
-        streamer, gone = _Streamer(processor.tokenizer, rows), threading.Event()
+        inputs = processor(text=[text] * rows, images=[[image]] * rows, return_tensors="pt").to(loaded.device)
         kwargs = dict(**inputs, max_new_tokens=params.max_new_tokens, do_sample=not params.greedy,
-                      streamer=streamer, max_time=self.config.timeout, pad_token_id=processor.tokenizer.pad_token_id,
+                      streamer=_Streamer(processor.tokenizer, rows, sink, pane),
+                      pad_token_id=processor.tokenizer.pad_token_id,
                       stopping_criteria=StoppingCriteriaList([_Cancelled(gone)]))
         if not params.greedy:
             kwargs.update(temperature=params.temperature, top_p=params.top_p)
-        if self.silkie:
-            kwargs["adapter_names"] = ["__base__", model.active_adapter]
-        if not self.lock.acquire(timeout=self.config.timeout):
-            raise InputError("The model is busy with other visitors; try again in a minute.")
-
-        def run():
-            try:
-                torch.manual_seed(params.seed)  # under the lock: sampling is repeatable
-                with torch.inference_mode():
-                    model.generate(**kwargs)  # ends the streamer itself
-            except BaseException as error:  # noqa: BLE001 - handed to the visitor's thread
-                streamer.end(error)
-            finally:
-                self.lock.release()
-
-        worker = threading.Thread(target=run, daemon=True)
-        worker.start()
-        try:
-            yield from streamer
-        finally:
-            gone.set()
-            worker.join()  # nothing of this request outlives it
+        return loaded.model, kwargs
 
     # ---- the judge -----------------------------------------------------------------------------
 
@@ -371,80 +438,6 @@ def ratings_table(names: list[str], ratings: list[dict], judge: str) -> str:
     return "\n".join(lines)
 
 
-# ---- the VLFeedback browser --------------------------------------------------------------------
-
-class Browser:
-    """The `default` config of a VLFeedback dataset, indexed once (ratings and margins, no images)."""
-
-    def __init__(self, dataset: str):
-        import numpy as np
-        from datasets import load_dataset
-
-        from silkie.pairs import row_from_completions
-
-        self.rows = load_dataset(dataset, "default", split="train")
-        self.sources, self.models, self.ratings, self.margins = [], [], [], []
-        wanted = [name for name in ("id", "source", "completions") if name in self.rows.column_names]
-        for row in self.rows.select_columns(wanted):  # a release without `source` or `image` is browsable too
-            columns = row["completions"]
-            completions = [dict(zip(columns, values)) for values in zip(*columns.values())]
-            scored = row_from_completions(row["id"], completions).ratings  # (responses, aspects), NaN if unusable
-            scores = scored.mean(axis=1)
-            scores = scores[~np.isnan(scores)]
-            self.sources.append(row.get("source") or "unknown")
-            self.models.append(columns["model"])
-            self.ratings.append(scored)
-            self.margins.append(float(scores.max() - scores.min()) if len(scores) > 1 else 0.0)
-
-    def choices(self) -> tuple[list[str], list[str]]:
-        """The sources and the models found, for the filters."""
-        return sorted(set(self.sources)), sorted({m for models in self.models for m in models})
-
-    def filter(self, source=None, model=None, aspect=None, low=1, high=5, margin=0.0) -> list[int]:
-        """Rows from `source` with a response from `model`, whose (that model's, else any) `aspect`
-        rating lies in [low, high], and whose best and worst mean ratings differ by `margin` or more."""
-        import numpy as np
-
-        matches = []
-        for i, (row_source, models) in enumerate(zip(self.sources, self.models)):
-            if (source and row_source != source) or (model and model not in models) or self.margins[i] < margin:
-                continue
-            if aspect:
-                column = self.ratings[i][:, ASPECTS.index(aspect)]
-                if model:
-                    column = column[models.index(model):models.index(model) + 1]
-                if not np.any((column >= low) & (column <= high)):
-                    continue
-            matches.append(i)
-        return matches
-
-    def show(self, index: int) -> tuple[object, str]:
-        """A row's image, and markdown of its prompt and its responses with their ratings."""
-        row = self.rows[index]
-        columns = row["completions"]
-        lines = [f"**{row['prompt']}**", "", f"`{row['id']}` · source `{self.sources[index]}` · "
-                 f"margin {self.margins[index]:.2f}"]
-        for j, (model, response, rated) in enumerate(zip(columns["model"], columns["response"],
-                                                         columns["annotations"]), start=1):
-            lines += ["", f"#### {j}. {model}", "", "> " + " ".join(response.split()), "",
-                      "| aspect | rating | rationale |", "|---|---|---|"]
-            lines += [f"| {a} | {cell(rated[a]['Rating'])} | {cell(rated[a]['Rationale'])} |" for a in ASPECTS]
-        return row.get("image"), "\n".join(lines)
-
-
-def open_dataset(dataset: str | None) -> tuple[Browser | None, str]:
-    """(the browser, "") or (None, why the tab is empty)."""
-    if not dataset:
-        return None, "No dataset configured: set SILKIE_DATASET to a VLFeedback folder or Hub id."
-    if not reachable(dataset):
-        return None, (f"No VLFeedback dataset at {dataset} yet: run `silkie run` first, or point SILKIE_DATASET "
-                      "at one (a folder, or a Hub id such as MMInstruction/VLFeedback).")
-    try:
-        return Browser(dataset), ""
-    except Exception as error:  # noqa: BLE001 - the other tab still works
-        return None, f"The dataset {dataset} cannot be read: {one_line(error)[:300]}"
-
-
 # ---- `silkie space` ----------------------------------------------------------------------------
 
 def load_app():
@@ -470,8 +463,9 @@ def launch(config: Settings, host: str = "127.0.0.1", port: int | None = None, s
 
 def export(out, source: str | None, config: Settings) -> Path:
     """Write a ready-to-push Space: app.py with the served models and dataset as its defaults (local
-    folders copied in beside it), README.md with the front matter filled in, and requirements.txt
-    installing the toolkit from `source`, a git URL or a wheel URL."""
+    folders copied in beside it: the adapter, or a merged model, as silkie/), README.md with the
+    front matter filled in, and requirements.txt installing the toolkit from `source`, a git URL or
+    a wheel URL."""
     import shutil
 
     import gradio
@@ -486,11 +480,12 @@ def export(out, source: str | None, config: Settings) -> Path:
         raise InputError(f"no Silkie adapter at {config.adapter}: run `silkie run` first, or give --adapter")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    base = world_name(config.base or base_of(config.adapter))
+    adapter = is_adapter(config.adapter)
+    base = world_name(config.base or base_of(config.adapter, merged=not adapter))
     if Path(base).is_dir():
         raise InputError(f"the base model {base} is a local folder; a Space needs its Hub id or world:NAME (--base)")
     served = {"base": base, "adapter": config.adapter, "dataset": config.dataset}
-    for key, folder in (("adapter", "adapter"), ("dataset", "vlfeedback")):
+    for key, folder in (("adapter", "adapter" if adapter else "silkie"), ("dataset", "vlfeedback")):
         if served[key] and Path(served[key]).is_dir():  # a local folder travels with the Space
             shutil.copytree(served[key], out / folder, dirs_exist_ok=True)
             served[key] = folder

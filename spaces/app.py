@@ -3,7 +3,8 @@
 Upload an image, ask a question and watch both models answer side by side, then have a judge rate
 the two answers; a second tab browses the VLFeedback data Silkie learned from. Runs as a Hugging
 Face Space (`python app.py`) or locally (`silkie space`). Settings, each a path or a Hub id:
-SILKIE_BASE_MODEL, SILKIE_ADAPTER, SILKIE_DATASET (default: what `silkie run` leaves in runs/mini);
+SILKIE_BASE_MODEL, SILKIE_ADAPTER (a LoRA adapter, or a merged Silkie model at the cost of a second
+copy of the weights), SILKIE_DATASET (default: what `silkie run` leaves in runs/mini);
 SILKIE_JUDGE_MODEL (+ OPENAI_API_KEY or SILKIE_JUDGE_BASE_URL) to judge any image.
 """
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from silkie import InputError, space
+from silkie import InputError, space, space_browser
 from silkie.schema import ASPECTS
 
 # `silkie space --export` writes the served models and dataset here; the environment overrides them.
@@ -39,7 +40,7 @@ def message(error: Exception) -> str:
 def build(config: space.Settings | None = None) -> gr.Blocks:
     config = config or space.settings(defaults=DEFAULTS, root=Path(__file__).parent)
     engine = space.Engine(config)
-    browser, missing = space.open_dataset(config.dataset)
+    browser, missing = space_browser.open_dataset(config.dataset)
 
     def ask(image, prompt, max_new_tokens, temperature, top_p):
         try:
@@ -58,6 +59,8 @@ def build(config: space.Settings | None = None) -> gr.Blocks:
                     "AI feedback (VLFeedback). Ask both about an image, then judge the answers.")
         if engine.problem:
             gr.Markdown(f"⚠️ {engine.problem}")
+        if engine.merged:
+            gr.Markdown(space.MERGED_NOTE, elem_id="merged-note")
         with gr.Tab("Ask"):
             with gr.Row():
                 with gr.Column(scale=2):
@@ -75,6 +78,8 @@ def build(config: space.Settings | None = None) -> gr.Blocks:
                         rate = gr.Button("Judge both answers", elem_id="judge")
                 with gr.Column(scale=3):
                     adapter = space.shown(engine.silkie) if engine.silkie else "no adapter"
+                    if engine.merged:
+                        adapter += " (merged model)"
                     with gr.Row():
                         base = gr.Textbox(label=f"Base · {space.shown(engine.base)}", lines=9, interactive=False,
                                           elem_id="base-answer")
@@ -97,7 +102,7 @@ def build(config: space.Settings | None = None) -> gr.Blocks:
     return demo
 
 
-def browse_tab(demo: gr.Blocks, browser: space.Browser) -> None:
+def browse_tab(demo: gr.Blocks, browser: space_browser.Browser) -> None:
     sources, models = browser.choices()
     with gr.Row():
         source = gr.Dropdown([ANY, *sources], value=ANY, label="Source")

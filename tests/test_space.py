@@ -15,7 +15,7 @@ import pytest
 import yaml
 from openai_server import OpenAIServer
 
-from silkie import InputError, space
+from silkie import InputError, space, space_browser
 from silkie.cli import main
 from silkie.schema import ASPECTS
 
@@ -51,6 +51,22 @@ def adapter(tmp_path_factory):
             parameter.data = torch.randn(parameter.shape, generator=generator) * 0.1
     model.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="module")
+def merged(tmp_path_factory, adapter):
+    """The adapter merged into a full model, as `silkie export --merge` writes it."""
+    from silkie.train.export import export
+
+    return export(adapter, tmp_path_factory.mktemp("merged") / "silkie", merge=True)
+
+
+@pytest.fixture(scope="module")
+def merged_engine(merged):
+    """An engine serving the merged model, and how many models building it made."""
+    before = pretrained_models()
+    engine = space.Engine(space.Settings(adapter=str(merged), dataset=None))
+    return engine, len(pretrained_models() - before)
 
 
 @pytest.fixture(scope="module")
@@ -244,6 +260,43 @@ def test_one_copy_of_the_base_weights(served, engine, adapter):
     assert sum(nbytes for _, nbytes in storages.values()) == base + lora
 
 
+def test_a_merged_model_costs_a_second_copy_and_the_page_says_so(merged_engine, merged, monkeypatch):
+    import gradio as gr
+
+    from silkie.chat import load
+
+    engine, models = merged_engine
+    assert (models, engine.base, engine.silkie, engine.silkie_note) == (2, "world:mini-base", str(merged), None)
+    base = sum(p.untyped_storage().nbytes() for p in load("world:mini-base").model.parameters())
+    storages = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes()
+                for loaded in (engine.loaded, engine.merged) for p in loaded.model.parameters()}
+    assert sum(storages.values()) == 2 * base
+    monkeypatch.setattr(space, "Engine", lambda config: engine)
+    demo = space.load_app().build(space.Settings(adapter=str(merged), dataset=None))
+    texts = {block.elem_id: block for block in demo.blocks.values() if isinstance(block, (gr.Markdown, gr.Textbox))}
+    assert texts["merged-note"].value == space.MERGED_NOTE and "second full copy" in space.MERGED_NOTE
+    assert texts["silkie-answer"].label.endswith("(merged model)")
+
+
+def test_a_merged_model_streams_beside_the_unchanged_base(merged_engine, merged, examples, expected):
+    from silkie.chat import chat, load
+
+    engine, _ = merged_engine
+    example = examples["describe"]
+    silkie = chat(load(str(merged)), example["image"], example["prompt"], TOKENS)
+    updates = list(engine.answer(str(example["file"]), example["prompt"], TOKENS))
+    assert updates[-1] == (expected["describe"][0], silkie, "") and silkie != expected["describe"][0]
+    for pane in (0, 1):  # each pane streamed: many updates, its text growing to the final answer
+        texts = [update[pane] for update in updates]
+        assert len(set(texts)) > 10 and all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))
+    # sampled answers (the models then take turns) are repeatable, and the lock is held throughout
+    sampled = [list(engine.answer(str(example["file"]), example["prompt"], 16, 1.2, 0.9))[-1] for _ in range(2)]
+    assert sampled[0] == sampled[1] and all(sampled[0][:2]) and not engine.lock.locked()
+    with engine.lock, pytest.raises(InputError, match="busy"), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine.config, "timeout", 0.01)
+        list(engine.answer(str(example["file"]), example["prompt"]))
+
+
 # ---- the engine --------------------------------------------------------------------------------
 
 def test_concurrent_requests_get_the_sequential_answers(engine, examples):
@@ -316,7 +369,7 @@ def test_without_a_run_the_page_says_what_to_do(tmp_path, monkeypatch, examples)
     assert "run `silkie run` first" in engine.silkie_note and engine.base == "world:mini-base"
     base, silkie, note = list(engine.answer(str(examples["color"]["file"]), examples["color"]["prompt"], 16))[-1]
     assert base and silkie == engine.silkie_note and note == ""
-    assert "run `silkie run` first" in space.open_dataset(settings.dataset)[1]
+    assert "run `silkie run` first" in space_browser.open_dataset(settings.dataset)[1]
 
 
 def test_settings_precedence(monkeypatch, tmp_path):
