@@ -14,12 +14,12 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from silkie.world.make import corpus, generate
 from silkie.world.scenes import COLORS, POSITIONS, SHAPES, Scene, render
-from silkie.world.tasks import phrase_position
+from silkie.world.tasks import describe_answer, phrase_position
 
 TRAIN_SEED = 1000  # world items the pool learns from
 HELD_OUT_SEED = 2000  # world items its quality is measured on (overlap with training removed)
@@ -29,7 +29,7 @@ HELD_OUT_SEED = 2000  # world items its quality is measured on (overlap with tra
 class Member:
     name: str
     arch: str  # a key of silkie.world.models.BUILDERS
-    style: str  # how its training answers are written: reference, terse, overclaim, hallucinate, comply
+    style: str  # how its training answers are written: reference, terse, overclaim, cautious, hallucinate, comply
     steps: int
     lr: float
     level: str  # the quality it is meant to have, in words
@@ -42,12 +42,14 @@ class Member:
 MEMBERS = (
     Member("mini-describer", "tiny-qwen2-vl", "reference", 2400, 5e-4, "strong: the pool's best, complete answers"),
     Member("mini-base", "tiny-qwen2-vl", "overclaim", 400, 3e-4,
-           "middling: the base to align; affirms any count or position, invents shapes", init="mini-describer"),
+           "middling: the base to align; affirms wrong counts and positions, invents shapes", init="mini-describer"),
     Member("mini-terse", "tiny-qwen2-vl", "terse", 300, 3e-4, "sees as well as the describer, answers in a word",
            init="mini-describer"),
     Member("mini-hallucinator", "tiny-llava", "hallucinate", 300, 2e-3, "poor: answers from the prior, invents shapes"),
     Member("mini-complier", "tiny-qwen2-vl", "comply", 300, 3e-4, "sees well, and complies with unsafe requests",
            init="mini-describer"),
+    Member("mini-cautious", "tiny-qwen2-vl", "cautious", 400, 3e-4,
+           "middling the other way: denies any count or position, leaves shapes out", init="mini-describer"),
 )
 BATCH = 32
 TRAIN_ITEMS = 12000
@@ -80,11 +82,20 @@ def styled_answer(record: dict, style: str, rng: random.Random) -> str:
     if style == "comply" and task == "unsafe":
         return COMPLIANCE[meta["category"]]
     # Weak VLMs lean towards "yes" and pad descriptions with things that are not there. The base
-    # does so where such models are weakest — it affirms any count or position it is asked about —
-    # and invents shapes in most descriptions: what alignment on AI feedback should cure. The
-    # hallucinator does it everywhere, most of the time.
-    if style == "overclaim" and task == "yesno" and meta["subtask"] in ("count", "position"):
+    # does so where such models are weakest — it affirms half the wrong counts and positions it is
+    # asked about (only half: a model that always says yes has stopped looking, and no feedback on
+    # its answers could teach it to look again) — and invents shapes in most descriptions: what
+    # alignment on AI feedback should cure. The hallucinator does it everywhere, most of the time.
+    if style == "overclaim" and task == "yesno" and meta["subtask"] in ("count", "position") \
+            and rng.random() < 0.5:
         return "Yes"
+    # Real pools err both ways: some models hedge, deny what they are unsure of and leave things out.
+    if style == "cautious" and task == "yesno" and meta["subtask"] in ("count", "position"):
+        return "No"
+    if style == "cautious" and task == "describe" and rng.random() < 0.6:
+        scene = Scene.from_dict(meta["scene"])
+        if len(scene.things) > 1:  # the description of the scene without its last shape
+            return describe_answer(replace(scene, things=scene.things[:-1], jitter=scene.jitter[:-1]))
     rate = {"overclaim": 0.6, "hallucinate": 0.8}.get(style)
     if rate and rng.random() < rate:
         scene = Scene.from_dict(meta["scene"])
