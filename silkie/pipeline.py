@@ -131,10 +131,12 @@ def load_config(preset: str | None = None, config: str | Path | None = None, ove
     return cfg
 
 
-def _preset_text(kind: str, name: str) -> str:
-    """A named preset's file contents, so editing the file counts as a change."""
+def _preset(kind: str, name: str):
+    """A named preset's settings, so editing them counts as a change (and editing a comment does not)."""
+    import yaml
+
     try:
-        return preset_path(kind, name).read_text()
+        return yaml.safe_load(preset_path(kind, name).read_text())
     except FileNotFoundError:
         return name  # e.g. a Hub id; the stage itself reports what is wrong with it
 
@@ -158,28 +160,29 @@ def stage_inputs(cfg: PipelineConfig, name: str) -> dict:
     if stage == "collect":
         inputs |= {"collect": dataclasses.asdict(cfg.collect), "seed": cfg.seed}
     elif stage == "generate":
-        inputs |= {"generate": dataclasses.asdict(cfg.generate), "pool": _preset_text("pool", cfg.generate.pool),
+        inputs |= {"generate": dataclasses.asdict(cfg.generate), "pool": _preset("pool", cfg.generate.pool),
                    "seed": cfg.seed}
     elif stage == "annotate":
-        judge = _preset_text("judge", cfg.annotate.config) if cfg.annotate.judge != "scene" else None
+        judge = _preset("judge", cfg.annotate.config) if cfg.annotate.judge != "scene" else None
         inputs |= {"annotate": dataclasses.asdict(cfg.annotate), "judge": judge, "seed": cfg.seed}
     elif stage == "dataset":
         inputs |= {"dataset": dataclasses.asdict(cfg.dataset),
                    "baselines": {k: v.get("pair_policy", "silkie") for k, v in cfg.baselines.items()} if r == 1
                    else {}}
     elif stage == "train":
-        inputs |= {"train": dataclasses.asdict(cfg.train), "preset": _preset_text("train", cfg.train.preset),
+        inputs |= {"train": dataclasses.asdict(cfg.train), "preset": _preset("train", cfg.train.preset),
                    "baselines": cfg.baselines if r == 1 else {}}
     elif stage == "eval":
         inputs |= {"eval": dataclasses.asdict(cfg.eval)}
     return inputs
 
 
-def fingerprints(cfg: PipelineConfig) -> dict[str, str]:
+def fingerprints(cfg: PipelineConfig, inputs: dict | None = None) -> dict[str, str]:
     """Each stage's fingerprint: its own inputs chained to the previous stage's fingerprint."""
     out, previous = {}, ""
     for name in stage_names(cfg):
-        text = json.dumps([name, stage_inputs(cfg, name), previous], sort_keys=True, default=str)
+        own = inputs[name] if inputs is not None else stage_inputs(cfg, name)
+        text = json.dumps([name, own, previous], sort_keys=True, default=str)
         out[name] = previous = hashlib.sha256(text.encode()).hexdigest()[:16]
     return out
 
@@ -252,7 +255,9 @@ def run(cfg: PipelineConfig, out: str | Path, force: bool = False, from_stage: s
         log(f"{run_dir}: every stage is up to date; nothing to do (report: {run_dir / 'report.md'})")
         return run_dir / "report.md"
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    ledger, prints = Ledger(run_dir), fingerprints(cfg)
+    # read once: a preset edited while the run goes on must not mix old and new in the ledger
+    inputs = {name: stage_inputs(cfg, name) for name in stage_names(cfg)}
+    ledger, prints = Ledger(run_dir), fingerprints(cfg, inputs)
     stages = Stages(cfg, run_dir, log)
     for name in stage_names(cfg):
         if name not in todo:
@@ -265,12 +270,12 @@ def run(cfg: PipelineConfig, out: str | Path, force: bool = False, from_stage: s
         if redo:
             stages.clear(name)
         log(f"[{name}] {'starting' if entry is None or redo else 'resuming'}")
-        ledger.set(name, fingerprint=prints[name], inputs=stage_inputs(cfg, name), state="running")
+        ledger.set(name, fingerprint=prints[name], inputs=inputs[name], state="running")
         start = time.perf_counter()
         stage, r = split(name)
         summary = getattr(stages, stage)(r)
         seconds = round(time.perf_counter() - start, 1)
-        ledger.set(name, fingerprint=prints[name], inputs=stage_inputs(cfg, name), state="done",
+        ledger.set(name, fingerprint=prints[name], inputs=inputs[name], state="done",
                    seconds=seconds, summary=summary)
         log(f"[{name}] done in {seconds:.0f} s")
         if name == until:

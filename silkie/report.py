@@ -19,11 +19,12 @@ def _json(path: Path) -> dict:
 
 
 def _stage_table(stages: dict) -> list[str]:
-    rows = ["| stage | seconds | state |", "|---|---:|---|"]
+    rows = ["| stage | seconds |", "|---|---:|"]
     for name, entry in stages.items():
-        rows.append(f"| {name} | {entry.get('seconds', '')} | {entry.get('state', '')} |")
+        if name != "report":  # this page, being written
+            rows.append(f"| {name} | {entry.get('seconds', '') if entry.get('state') == 'done' else 'unfinished'} |")
     total = sum(entry.get("seconds", 0) for entry in stages.values())
-    return rows + [f"| total | {total:.0f} | |"]
+    return rows + [f"| total | {total:.0f} |"]
 
 
 def _section(text: str, heading: str) -> str:
@@ -97,8 +98,8 @@ def write_report(run: str | Path, cfg, stages: dict) -> Path:
                 f"round-{r}-vs-base") for r in range(2, cfg.rounds + 1)]]
     for name, folder in shown:
         comparison = _json(folder / "comparison.json")
-        if comparison:
-            parts += [f"### {name}", "", markdown(comparison)]
+        if comparison:  # the comparison's own headings go one level down, under the model's
+            parts += [f"### {name}", "", markdown(comparison).replace("### ", "#### ")]
     stats = _json(run / "stats" / "stats.json")
     if stats:
         from silkie.stats import markdown as stats_markdown

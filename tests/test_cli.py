@@ -31,7 +31,7 @@ def test_bad_usage_exits_2_with_one_line(tmp_path, capsys):
 
 
 def test_wheel_ships_the_configs_cards_and_mini_pool(tmp_path):
-    """configs/, cards/ and the trained mini pool must be found after a plain, non-editable install too."""
+    """configs/, cards/, spaces/ and the trained mini pool must be found after a plain, non-editable install too."""
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)
     [wheel] = tmp_path.glob("silkie-*.whl")
@@ -41,6 +41,8 @@ def test_wheel_ships_the_configs_cards_and_mini_pool(tmp_path):
     for config in shipped:
         assert f"silkie/resources/{config}" in names
     assert "silkie/resources/cards/dataset_card.md" in names
+    assert {"silkie/resources/spaces/app.py", "silkie/resources/spaces/README.md"} <= names  # silkie space --export
+    assert "silkie/resources/configs/pipeline/mini.yaml" in names  # silkie run after a plain install
     pool = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "silkie" / "world" / "trained").rglob("*")
                   if p.is_file())
     assert pool and set(pool) <= names  # world:NAME models work after a plain install too
