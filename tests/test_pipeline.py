@@ -115,6 +115,8 @@ def test_changed_inputs_name_the_stage_and_force_redoes_it(finished, tmp_path):
     result = silkie("run", "--config", str(write_config(tmp_path, **{"generate.pool": "vlfeedback"})),
                     "--out", str(run_dir))
     assert result.returncode == 2 and "stage 'generate'" in result.stderr and len(result.stderr.splitlines()) == 1
+    result = silkie("run", "--config", str(write_config(tmp_path)), "--out", str(run_dir), "--judge-noise", "0.3")
+    assert result.returncode == 2 and "stage 'dataset'" in result.stderr and "dataset.judge_noise" in result.stderr
 
 
 def test_killed_run_resumes_to_the_same_dataset(finished, tmp_path):
