@@ -126,16 +126,9 @@ def correct(item: dict) -> bool:
 
 def read(data) -> list[dict]:
     """The release's records as given, each with "id" (its position), "prompt" and "image_path" added."""
-    from silkie.eval.runner import data_folder, image_files
+    from silkie.eval.runner import image_files, release_json
 
-    path = data_folder(data)
-    path = path / FILE if path.is_dir() else path
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise InputError(f"{path}: {error.strerror}") from None
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: not JSON ({error.msg})") from None
+    path, records = release_json(data, FILE)
     if not isinstance(records, list) or not all(isinstance(r, dict) and r.get("question") for r in records):
         raise InputError(f"{path}: expected a JSON list of MMHal-Bench records, each with a question")
     images = image_files(path.parent)

@@ -125,16 +125,9 @@ correct = None  # graded 0-1, not a yes/no outcome: no McNemar test
 
 def read(data) -> list[dict]:
     """The release's samples: {"id", "prompt", "answer", "capabilities", "image_path"}."""
-    from silkie.eval.runner import data_folder
+    from silkie.eval.runner import release_json
 
-    path = data_folder(data)
-    path = path / FILE if path.is_dir() else path
-    try:
-        samples = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise InputError(f"{path}: {error.strerror}") from None
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path}: not JSON ({error.msg})") from None
+    path, samples = release_json(data, FILE)
     if not isinstance(samples, dict) or not samples:
         raise InputError(f"{path}: expected {{sample id: {{imagename, question, answer, capability}}}}")
     out = []

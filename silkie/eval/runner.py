@@ -50,6 +50,20 @@ def data_folder(data: str | Path) -> Path:
         raise InputError(f"--data {text}: cannot download the Hub dataset: {one_line(error)[:200]}") from None
 
 
+def release_json(data: str | Path, file: str):
+    """(path, parsed JSON) of a release's file: `data` is the file, or a folder or Hub id holding `file`."""
+    import json
+
+    path = data_folder(data)
+    path = path / file if path.is_dir() else path
+    try:
+        return path, json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InputError(f"{path}: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not JSON ({error.msg})") from None
+
+
 def model_spec(model: str, adapter: str | None = None, backend: str = "transformers", base_url: str | None = None,
                batch_size: int = 16, max_new_tokens: int = 128) -> ModelSpec:
     """The evaluated model as a pool model: greedy decoding, the adapter applied unmerged."""
