@@ -28,6 +28,8 @@ from silkie.pool.base import GenerationParams, Request, Result
 # of their PNG and a hundred times faster to encode. Counting stops early, so photos cost ~0.1 ms.
 PNG_MAX_COLORS = 4096
 MAX_ERROR_CHARS = 300
+# Requests prepared ahead of a free slot: enough that a freed slot never waits for an encoding.
+ENCODE_AHEAD = 8
 # The counts every OpenAI-compatible server reports; the detail objects vary by server.
 USAGE_FIELDS = {"prompt_tokens", "completion_tokens", "total_tokens"}
 
@@ -82,27 +84,31 @@ class OpenAIBackend:
 
     async def _generate(self, requests: list[Request], params: GenerationParams, key: str) -> list[Result]:
         limit = asyncio.Semaphore(self.concurrency)
+        # Requests are prepared (image encoded) before they take a slot, so a slot is held for the
+        # server's time alone; `ready` bounds the prepared ones, in flight or waiting for a slot.
+        ready = asyncio.Semaphore(self.concurrency + ENCODE_AHEAD)
         client = openai.AsyncOpenAI(api_key=key, base_url=self.base_url, timeout=self.timeout,
                                     max_retries=self.max_retries)
         async with client:
-            results = await asyncio.gather(*(self._one(client, limit, r, params) for r in requests))
+            results = await asyncio.gather(*(self._one(client, ready, limit, r, params) for r in requests))
         for result in results:
             # A server may quote the key back in an error body; it must not reach a record.
             if result.error and self.api_key_env is not None:
                 result.error = result.error.replace(key, "<api key>")
         return results
 
-    async def _one(self, client: openai.AsyncOpenAI, limit: asyncio.Semaphore, request: Request,
-                   params: GenerationParams) -> Result:
+    async def _one(self, client: openai.AsyncOpenAI, ready: asyncio.Semaphore, limit: asyncio.Semaphore,
+                   request: Request, params: GenerationParams) -> Result:
         try:
-            async with limit:
+            async with ready:
                 url = None
                 if request.image is not None:
-                    # Encoding is CPU work; a thread lets the other requests' network waits go on.
+                    # In a thread: downscaling and PNG compression release the GIL (JPEG encoding does not).
                     url = await asyncio.to_thread(data_url, request.image, self.max_image_side)
-                response = await client.chat.completions.create(
-                    model=self.model, messages=openai_messages(request.messages, url),
-                    extra_body=self.extra_body, **sampling(params))
+                messages = openai_messages(request.messages, url)
+                async with limit:
+                    response = await client.chat.completions.create(
+                        model=self.model, messages=messages, extra_body=self.extra_body, **sampling(params))
             if not isinstance(response, ChatCompletion):
                 # The SDK hands back the text of a 200 that is not JSON, e.g. a web page at a wrong base_url.
                 raise ValueError(f"expected a JSON chat completion, got {one_line(response)[:80]!r}")
