@@ -2,7 +2,8 @@
 
 With C requests in flight and latency L, no client can beat C / L items per second; the goal is
 at least 0.9 of that. The sequential baseline (concurrency 1) is measured in the same run. Each
-request carries a COCO-sized photo, so encoding and upload are part of the cost. The server runs
+request carries a photo of its own, stored as a COCO-sized JPEG and read the way `silkie generate`
+reads a run's images, so reading, encoding and upload are part of the cost. The server runs
 in a process of its own, as a real one is remote: its work neither holds this process's GIL nor
 counts in the client's CPU figure (the two still share the machine's cores). Prints one JSON line.
 """
@@ -14,6 +15,7 @@ import math
 import multiprocessing
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.openai_server
 
+from silkie.io import load_image  # noqa: E402
 from silkie.pool.base import GenerationParams, Request  # noqa: E402
 from silkie.pool.openai_backend import OpenAIBackend  # noqa: E402
 from silkie.schema import user_turn  # noqa: E402
@@ -67,10 +70,14 @@ def _serve(conn, latency: float) -> None:
             server.max_in_flight = 0
 
 
-def measure(server: RemoteServer, items: int, concurrency: int) -> tuple[float, float]:
+def measure(server: RemoteServer, folder: Path, items: int, concurrency: int) -> tuple[float, float]:
     """(items per second, client CPU milliseconds per item) for one generate call."""
-    images = [photo(seed) for seed in range(8)]
-    requests = [Request(str(i), images[i % len(images)], user_turn(f"question {i}")) for i in range(items)]
+    requests = []
+    for i in range(items):
+        file = folder / f"{i}.jpg"
+        if not file.exists():
+            photo(i).save(file, quality=90)
+        requests.append(Request(str(i), load_image(file), user_turn(f"question {i}"), file))
     backend = OpenAIBackend(name="bench", model="fake", base_url=server.url, api_key_env=None,
                             concurrency=concurrency)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -83,12 +90,12 @@ def measure(server: RemoteServer, items: int, concurrency: int) -> tuple[float, 
 
 
 def main() -> None:
-    with RemoteServer(LATENCY) as server:
-        measure(server, CONCURRENCY, CONCURRENCY)  # warm-up: the SDK imports its resources on first use
+    with RemoteServer(LATENCY) as server, tempfile.TemporaryDirectory() as folder:
+        measure(server, Path(folder), CONCURRENCY, CONCURRENCY)  # warm-up: the SDK imports its resources on first use
         server.max_in_flight()
-        concurrent, cpu_ms = measure(server, ITEMS, CONCURRENCY)
+        concurrent, cpu_ms = measure(server, Path(folder), ITEMS, CONCURRENCY)
         in_flight = server.max_in_flight()
-        sequential, _ = measure(server, SEQUENTIAL_ITEMS, 1)
+        sequential, _ = measure(server, Path(folder), SEQUENTIAL_ITEMS, 1)
     bound = CONCURRENCY / LATENCY
     print(json.dumps({
         "benchmark": "openai_backend",

@@ -106,6 +106,34 @@ def test_image_arrives_as_a_downscaled_data_url():
     assert sent[(400, 200), "data:image/png;base64"].convert("RGB").getpixel((225, 75)) == (200, 0, 0)
 
 
+def test_a_stored_jpeg_that_fits_is_sent_as_its_own_bytes(tmp_path):
+    """Photos are stored as JPEG; re-encoding one would lose quality a second time and cost CPU."""
+    from silkie.io import load_image
+
+    photo = Image.frombytes("RGB", (60, 40), random.Random(1).randbytes(60 * 40 * 3)).resize((600, 400))
+    files = {"fits": tmp_path / "fits.jpg", "large": tmp_path / "large.jpg", "turned": tmp_path / "turned.jpg",
+             "png": tmp_path / "drawing.png"}
+    photo.save(files["fits"], quality=85)
+    photo.resize((900, 600)).save(files["large"], quality=85)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: a camera held upright; decoders must turn it by 90 degrees
+    photo.save(files["turned"], quality=85, exif=exif)
+    Image.new("RGB", (50, 30), "red").save(files["png"])
+
+    with OpenAIServer() as server:
+        requests = [dataclasses.replace(image_request(name, "describe", load_image(path)), file=path)
+                    for name, path in files.items()]
+        results = make_backend(server, max_image_side=800).generate(requests, PARAMS)
+    assert [r.error for r in results] == [None] * 4
+    urls = [request.json["messages"][0]["content"][0]["image_url"]["url"] for request in server.requests]
+    by_size = {decode_data_url(url)[1].size: url for url in urls}
+    assert set(by_size) == {(600, 400), (800, 533), (400, 600), (50, 30)}
+    assert base64.b64decode(by_size[600, 400].split(",", 1)[1]) == files["fits"].read_bytes()
+    for size in ((800, 533), (400, 600)):  # downscaled, and turned upright: re-encoded
+        assert base64.b64decode(by_size[size].split(",", 1)[1]) not in {p.read_bytes() for p in files.values()}
+    assert by_size[50, 30].startswith("data:image/png;base64,")  # only JPEGs go as they are
+
+
 def test_image_placeholder_mismatch_is_an_item_error():
     image = Image.new("RGB", (8, 8))
     with OpenAIServer() as server:

@@ -80,8 +80,7 @@ async def _submit(client, judge, items, state, path, holds, stats) -> None:
 
 def _lines(judge: OpenAIJudge, items: Iterable[Item], stats: Counter):
     """(batch file line, budget held for it) for each first ask the cache lacks, each request once."""
-    from silkie.io import load_image
-    from silkie.pool.openai_backend import data_url
+    from silkie.pool.openai_backend import file_data_url
 
     seen = set()
     for item in items:
@@ -96,7 +95,7 @@ def _lines(judge: OpenAIJudge, items: Iterable[Item], stats: Counter):
                 stats["batch_budget"] += 1
                 continue
             try:
-                url = url or data_url(load_image(item.image), judge.config.max_image_side)
+                url = url or file_data_url(item.image, judge.config.max_image_side)
             except ValueError:
                 judge.ledger.release(cost)
                 break  # a bad image: the online pass records the item's error

@@ -350,11 +350,10 @@ class _Image:
         self.path, self.max_side, self._task = item.image, max_side, None
 
     async def url(self) -> str:
-        from silkie.io import load_image
-        from silkie.pool.openai_backend import data_url
+        from silkie.pool.openai_backend import file_data_url
 
         if self._task is None:
-            encode = asyncio.to_thread(lambda: data_url(load_image(self.path), self.max_side))
+            encode = asyncio.to_thread(file_data_url, self.path, self.max_side)
             self._task = asyncio.ensure_future(encode)
         return await self._task
 

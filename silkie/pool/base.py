@@ -7,6 +7,7 @@ raising for a single bad item: the item's error is recorded and the batch goes o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from PIL import Image
@@ -17,6 +18,7 @@ class Request:
     key: str  # what the caller matches results by, e.g. the instruction id
     image: Image.Image | None  # decoded, upright RGB (silkie.io.load_image)
     messages: list[dict]  # a conversation, e.g. silkie.schema.user_turn(prompt)
+    file: Path | None = None  # the file `image` was decoded from: a remote backend may send it as it is
 
 
 @dataclass

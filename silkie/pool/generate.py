@@ -115,11 +115,12 @@ def _answer(backend, spec, records: list[dict], root: Path, request_cache):
             answers[record["id"]] = (hit["response"], None, "cached")
             continue
         try:
-            image = load_image(resolve_inside(root, record["image"]))
+            file = resolve_inside(root, record["image"])
+            image = load_image(file)
         except ValueError as error:
             answers[record["id"]] = ("", str(error), "errors")
             continue
-        requests.append(Request(record["id"], image, user_turn(record["prompt"])))
+        requests.append(Request(record["id"], image, user_turn(record["prompt"]), file))
     for result in backend.generate(requests, params) if requests else []:
         if result.error is None:
             request_cache.put(keys[result.key], {"response": result.text, "usage": result.usage})
