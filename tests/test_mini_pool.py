@@ -10,7 +10,7 @@ from silkie.pool.base import GenerationParams, Request
 from silkie.pool.transformers_backend import TransformersBackend
 from silkie.schema import user_turn
 from silkie.world.scenes import Scene, render
-from silkie.world.train_pool import MAX_NEW_TOKENS, MEMBERS, held_out, measure
+from silkie.world.train_pool import MAX_NEW_TOKENS, MEMBERS, Member, held_out, measure, train_pool
 
 MANIFEST = json.loads((WORLD_POOL / "pool.json").read_text())
 MEASURED = {m["name"]: m["quality"] for m in MANIFEST["members"]}
@@ -71,3 +71,23 @@ def test_batched_greedy_equals_unbatched(member):
     backend.batch_size = 1
     alone = [r.text for r in backend.generate(requests, params)]
     assert batched == alone
+
+
+def test_train_pool_trains_each_member_and_writes_its_measured_quality(tmp_path):
+    """The regeneration path, on few items and steps: a random init, a member started from it, and
+    the other architecture; `silkie world train-pool` runs the same with MEMBERS (~16 min)."""
+    members = (Member("seer", "tiny-qwen2-vl", "reference", 20, 5e-4, "learns to answer"),
+               Member("quiet", "tiny-qwen2-vl", "terse", 5, 3e-4, "the seer, terse", init="seer"),
+               Member("dreamer", "tiny-llava", "hallucinate", 5, 2e-3, "invents shapes"))
+    log = []
+    manifest = json.loads(train_pool(tmp_path, members, log=log.append, train_items=300, held_out_items=40).read_text())
+    assert [m["name"] for m in manifest["members"]] == ["seer", "quiet", "dreamer"]
+    assert manifest["train_items"] == 300 and 0 < manifest["held_out_items"] <= 40
+    for member in manifest["members"]:
+        assert set(member["quality"]) >= {"yesno_acc", "describe_halluc", "unsafe_refusal"}, member
+        assert (tmp_path / member["name"] / "model.safetensors").stat().st_size < 2_500_000
+    losses = [float(line.split(" loss ")[1].split()[0]) for line in log if line.startswith("seer: step")]
+    assert losses and losses[-1] < 5.3, log  # mean of the last steps; ln 400 = 6.0 is a uniform guess
+    trained = {name: TransformersBackend(name, str(tmp_path / name), dtype="float32") for name in ("seer", "quiet")}
+    weights = [next(iter(b.loaded.model.parameters())).detach() for b in trained.values()]
+    assert weights[0].shape == weights[1].shape and not weights[0].equal(weights[1])  # quiet moved on from seer

@@ -110,23 +110,23 @@ def styled_answer(record: dict, style: str, rng: random.Random) -> str:
 
 
 @functools.cache
-def _training_items() -> list[tuple[dict, object]]:
+def _training_items(n: int) -> list[tuple[dict, object]]:
     """The training items with their rendered images, drawn once per process for all members."""
     items, images = [], {}
-    for record, scene in generate(TRAIN_ITEMS, TRAIN_SEED):
+    for record, scene in generate(n, TRAIN_SEED):
         if scene not in images:
             images = {scene: render(scene)}  # yes/no pairs share a scene: render it once
         items.append((record, images[scene]))
     return items
 
 
-def _training_rows(processor, member: Member, rng: random.Random) -> list[tuple[str, object, int]]:
+def _training_rows(processor, member: Member, rng: random.Random, n: int) -> list[tuple[str, object, int]]:
     """(full chat text, image, number of answer tokens) for every training item."""
     from silkie.schema import assistant_turn, user_turn
 
     rows = []
     tokenizer = processor.tokenizer
-    for record, image in _training_items():
+    for record, image in _training_items(n):
         prompt = processor.apply_chat_template(user_turn(record["prompt"]), add_generation_prompt=True)
         answer = styled_answer(record, member.style, rng)
         full = processor.apply_chat_template(user_turn(record["prompt"]) + assistant_turn(answer))
@@ -148,8 +148,10 @@ def _per_example_loss(logits, labels):
     return ((tokens * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
 
 
-def train_member(member: Member, out_dir: Path, texts: list[str], seed: int = 0, log=print) -> Path:
-    """Supervised fine-tuning with the loss on answer tokens only; saves fp16 weights."""
+def train_member(member: Member, out_dir: Path, texts: list[str], seed: int = 0, log=print,
+                 items: int = TRAIN_ITEMS) -> Path:
+    """Supervised fine-tuning on the first `items` training items, the loss on answer tokens only;
+    saves fp16 weights."""
     import torch
 
     from silkie.world.models import BUILDERS
@@ -165,7 +167,7 @@ def train_member(member: Member, out_dir: Path, texts: list[str], seed: int = 0,
     else:
         model, processor = BUILDERS[member.arch](texts, seed=seed)
     processor.tokenizer.padding_side = "right"  # training: answers end each row; restored on save
-    rows = _training_rows(processor, member, rng)
+    rows = _training_rows(processor, member, rng, items)
     optimizer = torch.optim.AdamW(model.parameters(), lr=member.lr, betas=(0.9, 0.98), weight_decay=0.0)
     warmup = max(1, member.steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (
@@ -224,15 +226,18 @@ def measure(model: str, items: list[dict], batch_size: int = 32) -> dict[str, fl
     return task_metrics(items, [r.text or "" for r in results])
 
 
-def train_pool(out_dir: str | Path, members=MEMBERS, seed: int = 0, log=print) -> Path:
-    """Train every member into out_dir/NAME and write out_dir/pool.json with measured quality."""
+def train_pool(out_dir: str | Path, members=MEMBERS, seed: int = 0, log=print, train_items: int = TRAIN_ITEMS,
+               held_out_items: int = 600) -> Path:
+    """Train every member into out_dir/NAME and write out_dir/pool.json with measured quality.
+    Fewer items than the defaults make a quick, weaker pool (to try a recipe, or in tests)."""
     out_dir = Path(out_dir)
     texts = corpus()
-    items = held_out()
-    manifest = {"train_seed": TRAIN_SEED, "held_out_seed": HELD_OUT_SEED, "held_out_items": len(items),
+    items = held_out(held_out_items)
+    manifest = {"train_seed": TRAIN_SEED, "train_items": train_items, "held_out_seed": HELD_OUT_SEED,
+                "held_out_items": len(items),
                 "members": []}
     for member in members:
-        path = train_member(member, out_dir, texts, seed=seed, log=log)
+        path = train_member(member, out_dir, texts, seed=seed, log=log, items=train_items)
         quality = measure(str(path), items)
         log(f"{member.name}: {quality}")
         manifest["members"].append({**asdict(member), "quality": quality})
