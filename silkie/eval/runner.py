@@ -96,10 +96,10 @@ def check_owner(path: Path, model: str, adapter: str | None) -> None:
 
 
 def predict(path: Path, records: list[dict], model: str, adapter: str | None, backend, params: GenerationParams,
-            image=lambda record: load_image(record["image_path"]), log=print) -> tuple[dict[str, dict], int]:
+            image=None, log=print) -> tuple[dict[str, dict], int]:
     """Answers to `records` ({"id", "prompt", "image_path": a file or the image's bytes}) from `path`,
-    generating and appending the missing ones with `backend()`; `image(record)` decodes a record's
-    image. Returns (answers by id, how many were added)."""
+    generating and appending the missing ones with `backend()`; `image(record)`, if given, makes a
+    record's image instead of decoding its image_path. Returns (answers by id, how many were added)."""
     check_owner(path, model, adapter)
     added = 0
     with JsonlWriter(path) as writer:
@@ -110,7 +110,11 @@ def predict(path: Path, records: list[dict], model: str, adapter: str | None, ba
             chunk, requests, failed = todo[start:start + BATCH], [], {}
             for r in chunk:
                 try:
-                    requests.append(Request(r["id"], image(r), user_turn(r["prompt"])))
+                    source = None if image else r["image_path"]
+                    # A file is named as well as decoded: a remote backend may send it as it is.
+                    file = Path(source) if isinstance(source, (str, Path)) else None
+                    decoded = image(r) if image else load_image(source)
+                    requests.append(Request(r["id"], decoded, user_turn(r["prompt"]), file))
                 except InputError as error:  # an unreadable image fails its question, not the run
                     failed[r["id"]] = one_line(error)
             results = {res.key: res for res in backend().generate(requests, params)} if requests else {}
