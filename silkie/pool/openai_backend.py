@@ -109,8 +109,9 @@ class OpenAIBackend:
                 url = None
                 if request.image is not None:
                     # In a thread: reading, downscaling and PNG compression release the GIL (JPEG encoding does not).
-                    url = await asyncio.to_thread(file_data_url, request.file, self.max_image_side, request.image) \
-                        if request.file else await asyncio.to_thread(data_url, request.image, self.max_image_side)
+                    encode = functools.partial(file_data_url, request.file, image=request.image) if request.file \
+                        else functools.partial(data_url, request.image)
+                    url = await asyncio.to_thread(encode, self.max_image_side)
                 messages = openai_messages(request.messages, url)
                 async with limit:
                     # The SDK's own request path (its retries, auth and timeouts, the same ChatCompletion
@@ -184,14 +185,13 @@ def file_data_url(path, max_side: int, image: Image.Image | None = None) -> str:
     from silkie.io import load_image
 
     try:
-        data = Path(path).read_bytes()
-        with Image.open(io.BytesIO(data)) as header:  # reads the header only
+        with Image.open(path) as header:  # reads the header only
             as_is = header.format == "JPEG" and header.mode in ("RGB", "L") and max(header.size) <= max_side \
                 and header.getexif().get(ExifTags.Base.Orientation, 1) == 1
     except (OSError, ValueError):
         as_is = False  # load_image says what is wrong with it
     if as_is:
-        return f"data:image/jpeg;base64,{base64.b64encode(data).decode('ascii')}"
+        return f"data:image/jpeg;base64,{base64.b64encode(Path(path).read_bytes()).decode('ascii')}"
     return data_url(image if image is not None else load_image(path), max_side)
 
 

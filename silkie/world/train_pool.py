@@ -234,8 +234,7 @@ def train_pool(out_dir: str | Path, members=MEMBERS, seed: int = 0, log=print, t
     texts = corpus()
     items = held_out(held_out_items)
     manifest = {"train_seed": TRAIN_SEED, "train_items": train_items, "held_out_seed": HELD_OUT_SEED,
-                "held_out_items": len(items),
-                "members": []}
+                "held_out_items": len(items), "members": []}
     for member in members:
         path = train_member(member, out_dir, texts, seed=seed, log=log, items=train_items)
         quality = measure(str(path), items)
