@@ -5,7 +5,8 @@ the two answers; a second tab browses the VLFeedback data Silkie learned from. R
 Face Space (`python app.py`) or locally (`silkie space`). Settings, each a path or a Hub id:
 SILKIE_BASE_MODEL, SILKIE_ADAPTER (a LoRA adapter, or a merged Silkie model at the cost of a second
 copy of the weights), SILKIE_DATASET (default: what `silkie run` leaves in runs/mini);
-SILKIE_JUDGE_MODEL (+ OPENAI_API_KEY or SILKIE_JUDGE_BASE_URL) to judge any image.
+SILKIE_JUDGE_MODEL (+ OPENAI_API_KEY or SILKIE_JUDGE_BASE_URL) to judge any image. An exported
+Space names what it serves in silkie_space.json beside this file; the environment overrides it.
 """
 
 import logging
@@ -13,11 +14,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from silkie import InputError, space, space_browser
+from silkie import InputError, space
 from silkie.schema import ASPECTS
-
-# `silkie space --export` writes the served models and dataset here; the environment overrides them.
-DEFAULTS = {}
+from silkie.space.browser import Browser, open_dataset
 
 log = logging.getLogger("silkie.space")
 ANY = "(any)"
@@ -38,9 +37,9 @@ def message(error: Exception) -> str:
 
 
 def build(config: space.Settings | None = None) -> gr.Blocks:
-    config = config or space.settings(defaults=DEFAULTS, root=Path(__file__).parent)
+    config = config or space.settings(file=Path(__file__).parent / space.SETTINGS_FILE)  # written by --export
     engine = space.Engine(config)
-    browser, missing = space_browser.open_dataset(config.dataset)
+    browser, missing = open_dataset(config.dataset)
 
     def ask(image, prompt, max_new_tokens, temperature, top_p):
         try:
@@ -102,7 +101,7 @@ def build(config: space.Settings | None = None) -> gr.Blocks:
     return demo
 
 
-def browse_tab(demo: gr.Blocks, browser: space_browser.Browser) -> None:
+def browse_tab(demo: gr.Blocks, browser: Browser) -> None:
     sources, models = browser.choices()
     with gr.Row():
         source = gr.Dropdown([ANY, *sources], value=ANY, label="Source")

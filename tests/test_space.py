@@ -3,7 +3,9 @@ headless Chromium; the engine's streaming, concurrency, memory and judges checke
 
 import gc
 import importlib.util
+import json
 import os
+import re
 import struct
 import threading
 import warnings
@@ -15,9 +17,11 @@ import pytest
 import yaml
 from openai_server import OpenAIServer
 
-from silkie import InputError, space, space_browser
+from silkie import InputError, space
 from silkie.cli import main
 from silkie.schema import ASPECTS
+from silkie.space import judging
+from silkie.space.browser import open_dataset
 
 SOURCE = "git+https://example.invalid/silkie.git@v0.1.0"
 ENV = ("SILKIE_BASE_MODEL", "SILKIE_ADAPTER", "SILKIE_DATASET", "SILKIE_JUDGE_MODEL", "SILKIE_JUDGE_BASE_URL",
@@ -36,13 +40,16 @@ def environment():
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory):
     """A LoRA on world:mini-base with seeded random weights (lora_B is zero when made), small enough
-    that Silkie still writes sentences, large enough that it answers differently."""
+    that Silkie still writes sentences, large enough that it answers differently. It sits where
+    `silkie run` puts it, in a run whose instructions are a few mini-world scenes."""
     import torch
     from peft import LoraConfig, get_peft_model
 
     from silkie.chat import load
 
-    out = tmp_path_factory.mktemp("run") / "train" / "adapter"
+    run = tmp_path_factory.mktemp("run")
+    assert main(["world", "make", "--n", "6", "--seed", "7", "--out", str(run)]) == 0
+    out = run / "train" / "adapter"
     model = get_peft_model(load("world:mini-base").model,
                            LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj)"))
     generator = torch.Generator().manual_seed(0)
@@ -361,6 +368,52 @@ def test_openai_judge_rates_any_image(engine, examples, monkeypatch, tmp_path):
     assert server.counts["ok"] == 1
 
 
+def ratings(verdict: str) -> dict[str, dict[str, int]]:
+    """{aspect: {pane: rating}} read back from the judge's table, a column per pane."""
+    lines = verdict.splitlines()
+    panes = [name.strip() for name in next(line for line in lines if line.startswith("| |")).strip("| ").split("|")]
+    table = {}
+    for aspect in ASPECTS:
+        cells = next(line for line in lines if line.startswith(f"| {aspect} |")).strip("| ").split("|")[1:]
+        table[aspect] = {pane: int(re.match(r"\s*\*\*(\d)\*\*", cell)[1]) for pane, cell in zip(panes, cells)}
+    return table
+
+
+def test_each_answer_is_rated_in_its_own_pane(engine, examples):
+    """A right and a wrong answer, in both orders: the right one's ratings are always the higher."""
+    example = examples["count"]
+    right = judging.world_instruction(example["scene"], example["prompt"])["meta"]["answer"]
+    wrong = "There are 9 shapes."
+    for base, silkie in ((right, wrong), (wrong, right)):
+        table = ratings(engine.judge(str(example["file"]), example["prompt"], base, silkie))
+        good, bad = ("Base", "Silkie") if base == right else ("Silkie", "Base")
+        for aspect in ("Helpfulness", "Visual Faithfulness"):
+            assert table[aspect][good] > table[aspect][bad], (aspect, good, table)
+        assert table["Ethical Considerations"][good] >= table["Ethical Considerations"][bad]
+
+
+def test_the_space_judges_any_scene_of_its_run(engine, adapter, examples, monkeypatch):
+    """An image from the served run's images/ (not one of the examples), given in memory, gets the
+    scene judge; the run is read once, on the first image that is not an example."""
+    from silkie.io import load_image
+
+    run = adapter.parent.parent
+    records = [json.loads(line) for line in (run / "instructions.jsonl").read_text().splitlines()]
+    record = next(r for r in records if r["meta"]["task"] == "color")
+    image = load_image(run / record["image"])
+    assert judging.pixel_key(image) not in {judging.pixel_key(e["image"]) for e in examples.values()}
+    verdict = engine.judge(image, record["prompt"], record["meta"]["answer"], "It is a circle.")
+    assert "scene judge" in verdict and ratings(verdict)["Helpfulness"]["Base"] == 5
+    # another world question about the same scene is judged against the run's scene too
+    assert "scene judge" in engine.judge(image, "How many shapes are there in the image?", "1.", "2.")
+
+    reads = []
+    monkeypatch.setattr(judging, "run_scenes", lambda run: reads.append(run) or {})
+    scenes = judging.SceneIndex([], run)
+    assert scenes.find(image, record["prompt"]) == (None, None) and scenes.find(image, "?") == (None, None)
+    assert reads == [run]
+
+
 def test_without_a_run_the_page_says_what_to_do(tmp_path, monkeypatch, examples):
     monkeypatch.chdir(tmp_path)
     settings = space.settings()
@@ -369,26 +422,50 @@ def test_without_a_run_the_page_says_what_to_do(tmp_path, monkeypatch, examples)
     assert "run `silkie run` first" in engine.silkie_note and engine.base == "world:mini-base"
     base, silkie, note = list(engine.answer(str(examples["color"]["file"]), examples["color"]["prompt"], 16))[-1]
     assert base and silkie == engine.silkie_note and note == ""
-    assert "run `silkie run` first" in space_browser.open_dataset(settings.dataset)[1]
+    assert "run `silkie run` first" in open_dataset(settings.dataset)[1]
 
 
 def test_settings_precedence(monkeypatch, tmp_path):
     (tmp_path / "adapter").mkdir()
-    defaults = {"base": "world:mini-base", "adapter": "adapter", "dataset": "org/data"}
-    assert space.settings(defaults=defaults, root=tmp_path) == space.Settings(
-        "world:mini-base", str(tmp_path / "adapter"), "org/data")
+    file = tmp_path / space.SETTINGS_FILE
+    file.write_text(json.dumps({"base": "world:mini-base", "adapter": "adapter", "dataset": "org/data"}))
+    assert space.settings(file=file) == space.Settings("world:mini-base", str(tmp_path / "adapter"), "org/data")
+    assert space.settings(file=tmp_path / "absent.json") == space.Settings()  # no file: the defaults
     monkeypatch.setenv("SILKIE_ADAPTER", "org/silkie")
     monkeypatch.setenv("SILKIE_DATASET", "")  # empty: none
-    assert space.settings(defaults=defaults, root=tmp_path) == space.Settings("world:mini-base", "org/silkie", None)
-    chosen = space.settings(run="runs/x", base="org/base", defaults=defaults)
-    assert chosen == space.Settings("org/base", "runs/x/train/adapter", "runs/x/vlfeedback")
+    assert space.settings(file=file) == space.Settings("world:mini-base", "org/silkie", None)
+    chosen = space.settings(run="runs/x", base="org/base", file=file)
+    assert chosen == space.Settings("org/base", "runs/x/train/adapter", "runs/x/vlfeedback", run="runs/x")
+    file.write_text(json.dumps({"adaptor": "org/silkie"}))  # a typo is an error, not the default served
+    with pytest.raises(InputError, match="keys among"):
+        space.settings(file=file)
+
+
+def test_an_exported_space_serves_what_its_settings_file_names(exported, engine, adapter, monkeypatch):
+    """The exported app.py builds from silkie_space.json; a Space variable overrides the file."""
+    import gradio as gr
+
+    spec = importlib.util.spec_from_file_location("exported_space_settings", exported / "app.py")
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    served = []
+    monkeypatch.setattr(space, "Engine", lambda config: served.append(config) or engine)
+    app.build()
+    assert served[-1] == space.Settings("world:mini-base", str(exported / "adapter"), str(exported / "vlfeedback"))
+    monkeypatch.setenv("SILKIE_ADAPTER", str(adapter))
+    monkeypatch.setenv("SILKIE_DATASET", "")
+    demo = app.build()
+    assert served[-1] == space.Settings("world:mini-base", str(adapter), None)
+    texts = {block.elem_id: block.value for block in demo.blocks.values() if isinstance(block, gr.Markdown)}
+    assert texts["dataset-missing"].startswith("No dataset configured")
 
 
 def test_export_writes_a_ready_to_push_space(exported, adapter, tmp_path, capsys):
     import gradio
 
-    app = (exported / "app.py").read_text()
-    assert "\nDEFAULTS = {'base': 'world:mini-base', 'adapter': 'adapter', 'dataset': 'vlfeedback'}\n" in app
+    assert (exported / "app.py").read_bytes() == space.deploy.APP.read_bytes()  # the app as shipped
+    assert json.loads((exported / space.SETTINGS_FILE).read_text()) == {
+        "base": "world:mini-base", "adapter": "adapter", "dataset": "vlfeedback"}
     assert (exported / "adapter" / "adapter_config.json").is_file()
     assert (exported / "vlfeedback" / "README.md").is_file()
     _, front, body = (exported / "README.md").read_text().split("---\n", 2)
@@ -409,7 +486,8 @@ def test_export_writes_a_ready_to_push_space(exported, adapter, tmp_path, capsys
     meta = yaml.safe_load((tmp_path / "y" / "README.md").read_text().split("---\n")[1])
     assert meta["models"] == ["Qwen/Qwen2-VL-2B-Instruct", "org/silkie"] and meta["datasets"] == ["org/vlfeedback"]
     assert meta["emoji"] == "🪡" and f"silkie @ {wheel_url}" in (tmp_path / "y" / "requirements.txt").read_text()
-    assert "'adapter': 'org/silkie', 'dataset': 'org/vlfeedback'}" in (tmp_path / "y" / "app.py").read_text()
+    assert json.loads((tmp_path / "y" / space.SETTINGS_FILE).read_text()) == {
+        "base": "Qwen/Qwen2-VL-2B-Instruct", "adapter": "org/silkie", "dataset": "org/vlfeedback"}
     assert not (tmp_path / "y" / "adapter").exists()
 
 

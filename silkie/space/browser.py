@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from silkie import one_line
 from silkie.schema import ASPECTS
-from silkie.space import cell, reachable
+from silkie.space.config import reachable
+from silkie.space.judging import cell
+
+__all__ = ["Browser", "open_dataset"]
 
 
 class Browser:
