@@ -397,9 +397,14 @@ class Stages:
         folder = self.folder(r)
         summary = {"silkie": self._train_one(r, folder / "train", folder / "vlfeedback", {})}
         for name in self.cfg.baselines if r == 1 else ():
-            own = folder / "baselines" / name / "vlfeedback"
-            summary[name] = self._train_one(r, folder / "baselines" / name / "train",
-                                            own if own.is_dir() else folder / "vlfeedback", self.cfg.baseline(name).set)
+            baseline = self.cfg.baseline(name)
+            data = folder / "vlfeedback"
+            if baseline.pair_policy != self.cfg.dataset.pair_policy:  # its own pairs, or nothing
+                data = folder / "baselines" / name / "vlfeedback"
+                if not data.is_dir():
+                    raise InputError(f"baseline {name!r} ({baseline.pair_policy} pairs): its dataset {data} is "
+                                     "missing; rerun with --from-stage dataset to build it")
+            summary[name] = self._train_one(r, folder / "baselines" / name / "train", data, baseline.set)
         return {name: {k: s.get(k) for k in ("global_step", "train_seconds", "rows", "mode", "base_model")}
                 for name, s in summary.items()}
 

@@ -92,6 +92,55 @@ def test_every_stage_leaves_its_files(finished):
     assert saved["collect"]["n"] == 24 and saved["baselines"]["longest"]["pair_policy"] == "longest"
 
 
+def train_split(folder: Path) -> int:
+    import datasets
+
+    return len(datasets.load_dataset(str(folder), "pairs", split="train"))
+
+
+def test_a_baseline_with_its_own_policy_trains_on_its_own_pairs(finished):
+    _, _, run_dir, _, _ = finished
+    ledger = json.loads((run_dir / LEDGER).read_text())["stages"]
+    own = run_dir / "baselines" / "longest" / "vlfeedback"
+    built = ledger["dataset"]["summary"]
+    assert built["longest"]["pairs"]["policy"] == "longest" and built["silkie"]["pairs"]["policy"] == "silkie"
+    assert built["longest"]["pairs"]["pairs"] != built["silkie"]["pairs"]["pairs"]
+    for name, folder, data in (("silkie", run_dir / "train", run_dir / "vlfeedback"),
+                               ("longest", run_dir / "baselines" / "longest" / "train", own)):
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["dataset"] == str(data), name
+        assert summary["rows"] + summary["dropped_too_long"] == train_split(data), name
+
+
+def test_a_missing_baseline_dataset_is_an_error_not_silkies_pairs(finished, tmp_path):
+    """A baseline whose policy differs must never quietly train on Silkie's pairs."""
+    import shutil
+
+    from silkie.pipeline import Stages
+
+    _, config, run_dir, _, _ = finished
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir / "vlfeedback", copy / "vlfeedback")
+    shutil.copytree(run_dir / "train", copy / "train", ignore=shutil.ignore_patterns("checkpoint-*", "merged"))
+    with pytest.raises(InputError, match=r"baseline 'longest'.*baselines/longest/vlfeedback"):
+        Stages(load_config(config=config), copy, print).train(1)
+    assert not (copy / "baselines" / "longest" / "train").exists()
+
+
+def test_the_model_card_carries_the_runs_eval_results(finished, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from silkie.train.export import export
+
+    _, _, run_dir, _, _ = finished
+    results = json.loads((run_dir / "eval" / "results.json").read_text())
+    card = ModelCard.load(export(run_dir / "train" / "adapter", tmp_path / "model") / "README.md")
+    parsed = {(r.dataset_type, r.metric_type): r.metric_value for r in card.data.eval_results}
+    expected = {(bench, metric): value for bench, metrics in results.items() for metric, value in metrics.items()
+                if isinstance(value, (int, float))}
+    assert parsed == expected and len(parsed) >= 2
+
+
 def test_a_finished_run_does_nothing_and_loads_no_model(finished):
     _, config, run_dir, _, _ = finished
     before = (run_dir / LEDGER).read_text()

@@ -201,3 +201,58 @@ def test_resume_after_a_kill_reaches_the_final_step(toy_dataset, tiny_model_path
     # the killed run logged steps 1-2 (it died inside step 3), the resumed one redid 3 from checkpoint-2, then 4
     # and the final summary line
     assert steps == [1, 2, 3, 4, 4]
+
+
+def adapter_weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_resumed_training_ends_with_the_uninterrupted_adapter(toy_dataset, tiny_model_paths, tmp_path):
+    """A run killed after step 3 and resumed from checkpoint-2 ends where a run never stopped ends."""
+    from silkie.train.recipe import _StopAt, train
+
+    def cfg(out):
+        return config(toy_dataset, tiny_model_paths["tiny-qwen2-vl"], out, max_steps=4, save_steps=2, max_rows=8,
+                      per_device_train_batch_size=2, global_batch_size=2)
+
+    whole = train(cfg(tmp_path / "whole"))
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(tmp_path / "killed"), callbacks=[_StopAt(3)])
+    resumed = train(cfg(tmp_path / "killed"), resume=True)
+    a, b = adapter_weights(whole.adapter), adapter_weights(resumed.adapter)
+    assert a.keys() == b.keys() and any(t.abs().max() > 0 for k, t in a.items() if "lora_B" in k)  # it learned
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=1e-5)
+
+
+def test_sft_mode_trains_on_the_chosen_answers_only(toy_dataset, tiny_model_paths, tmp_path):
+    """The same chosen answers with other rejected ones give the same SFT adapter (the rejected side never
+    enters the loss), while DPO on the same two sets differs."""
+    from silkie.train.recipe import train
+
+    other = tmp_path / "other-rejected"
+    (other / "data" / "pairs").mkdir(parents=True)
+    rows = [{**row, "rejected": assistant_turn(f"Red {i % 3}, or maybe a green one.")}
+            for i, row in enumerate(toy_pairs())]
+    Dataset.from_list(rows, features=PAIRS_FEATURES).to_parquet(other / "data" / "pairs" / "train-0.parquet")
+    (other / "README.md").write_text((toy_dataset / "README.md").read_text())
+
+    def run(dataset, mode, out):
+        return train(config(dataset, tiny_model_paths["tiny-qwen2-vl"], tmp_path / out, mode=mode, max_steps=3))
+
+    first, second = run(toy_dataset, "sft", "sft-a"), run(other, "sft", "sft-b")
+    assert json.loads((first.output_dir / "summary.json").read_text())["mode"] == "sft"
+
+
+    def gap(x, y):
+        a, b = adapter_weights(x.adapter), adapter_weights(y.adapter)
+        return max((a[key] - b[key]).abs().max().item() for key in a)
+
+    assert any(t.abs().max() > 1e-3 for k, t in adapter_weights(first.adapter).items() if "lora_B" in k)  # it learned
+    # chosen and rejected go through the model as one batch, so the rejected side can still move the
+    # chosen side's numbers by float rounding (a few 1e-5 seen); DPO's difference is orders larger
+    sft_gap = gap(first, second)
+    dpo_gap = gap(run(toy_dataset, "dpo", "dpo-a"), run(other, "dpo", "dpo-b"))
+    assert sft_gap < 1e-3 and dpo_gap > 30 * sft_gap, (sft_gap, dpo_gap)
