@@ -14,74 +14,13 @@ A model's evaluation folder holds, per benchmark, `<benchmark>/items.jsonl` (one
 and `<benchmark>/scores.json` (score(items)). A folder of a benchmark without a module here is
 compared generically: items with "correct" (bool) give "accuracy", items with "score" (number)
 give "score".
+
+This file only re-exports: the folder layout is common.py's, the modules by name registry.py's, so a
+benchmark module imports what it shares from below and never the package that lists it.
 """
 
-from __future__ import annotations
+from silkie.eval.common import ITEMS, SCORES, load
+from silkie.eval.mme import mme_score
+from silkie.eval.registry import BENCHMARKS, benchmark, save
 
-import json
-from pathlib import Path
-from types import SimpleNamespace
-
-from silkie import InputError
-from silkie.eval import mme, mmhal, mmvet, redteam
-
-BENCHMARKS = {m.NAME: m for m in (mme, mmhal, mmvet, redteam)}
-ITEMS, SCORES = "items.jsonl", "scores.json"
-
-
-def _generic(name: str, items: list[dict]):
-    key = "correct" if items and "correct" in items[0] else "score"
-    metric = "accuracy" if key == "correct" else "score"
-
-    def units(items):
-        return {"": {str(it["id"]): [float(it[key])] for it in items}}
-
-    def headline(means):
-        return {metric: means[""][0]}
-
-    def score(items):
-        return {metric: round(sum(float(it[key]) for it in items) / len(items), 4) if items else 0.0,
-                "n": len(items)}
-    return SimpleNamespace(NAME=name, units=units, headline=headline, score=score,
-                           correct=(lambda it: bool(it["correct"])) if key == "correct" else None)
-
-
-def benchmark(name: str, items: list[dict] | None = None):
-    """The module scoring `name` (or a generic one built from the items' fields)."""
-    return BENCHMARKS.get(name) or _generic(name, items or [])
-
-
-def save(folder: str | Path, name: str, items: list[dict]) -> dict:
-    """Write `<folder>/<name>/items.jsonl` and `scores.json`; returns the scores."""
-    out = Path(folder) / name
-    out.mkdir(parents=True, exist_ok=True)
-    ids = [str(it["id"]) for it in items]
-    if len(set(ids)) != len(ids):
-        raise InputError(f"{name}: item ids are not unique")
-    with open(out / ITEMS, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(it, ensure_ascii=False) + "\n" for it in items)
-    scores = benchmark(name, items).score(items)
-    (out / SCORES).write_text(json.dumps(scores, indent=2) + "\n")
-    return scores
-
-
-def load(folder: str | Path, name: str) -> list[dict]:
-    """The scored items of one benchmark in a model's evaluation folder."""
-    path = Path(folder) / name / ITEMS
-    items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                items.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{number}: not JSON ({e.msg})") from None
-    return items
-
-
-def mme_score(results_dir: str | Path, out: str | Path | None = None) -> dict:
-    """`silkie eval mme-score`: score a folder of MME result files; with `out`, also save the items
-    as `<out>/mme/` for `silkie eval compare`."""
-    items = mme.read_results(results_dir)
-    if out is not None:
-        save(out, mme.NAME, items)
-    return mme.score(items)
+__all__ = ["BENCHMARKS", "ITEMS", "SCORES", "benchmark", "load", "mme_score", "save"]

@@ -16,7 +16,8 @@ import math
 from pathlib import Path
 
 from silkie import InputError
-from silkie.eval import BENCHMARKS, ITEMS, benchmark, load
+from silkie.eval.common import ITEMS, load
+from silkie.eval.registry import BENCHMARKS, benchmark
 
 RESAMPLES, SEED, LEVEL = 2000, 0, 0.95
 DIGITS = 4

@@ -6,13 +6,10 @@ the images each), scored by `eval/mme.py`'s exact rules. mini-MMHal: the world's
 (describe, count, color, position; a quarter each), rated by the scene judge and mapped to MMHal's
 0-6 scale (`mmhal_rating`), scored by `eval/mmhal.py`.
 
-Items come from the world's own code (`world.make.generate`) with a dedicated seed, MINI_SEED
-(3000): not the pool's training seed (1000), not the seed its quality is measured on (2000), and
-not the default seed of `world make`/`collect --source mini` (0) that a DPO run's instructions come
-from. The world's scene space is small, so an item whose (scene content, prompt) occurs among the
-pool's training items is dropped (a yes/no pair as a whole) and the remaining overlap — 0 by
-construction, recounted independently — is reported in DIR/mini.json. Items are taken in the
-generator's order, so a smaller `n` gives a prefix of a larger one's items per subtask.
+Items are drawn in the world (`silkie.world.benchmark`, re-exported here), since `world make` must
+leave them out of every run: a dedicated seed, MINI_SEED (3000), and no item whose (scene content,
+prompt) occurs among the pool's training items. The overlap left — 0 by construction, recounted
+independently — is reported in DIR/mini.json.
 
 Answers come from the pool backend (`TransformersBackend`, greedy, a LoRA adapter applied without
 merging) and are saved per item by `runner.predict` in `DIR/<benchmark>/predictions.jsonl`, so a
@@ -23,95 +20,32 @@ scores go to `DIR/mme/` and `DIR/mmhal/` (`items.jsonl`, `scores.json`), the lay
 
 from __future__ import annotations
 
-import functools
-import itertools
 import json
 from collections import Counter
 from pathlib import Path
 
 from silkie import InputError
-from silkie.eval import mme, mmhal, save
+from silkie.eval import mme, mmhal
+from silkie.eval.common import write_scored
 from silkie.eval.runner import PREDICTIONS, predict
 from silkie.pool.base import GenerationParams
 from silkie.pool.transformers_backend import TransformersBackend
+from silkie.world.benchmark import (  # noqa: F401 - MMHAL_KINDS: imported from here by callers
+    MINI_SEED,
+    MME_N,
+    MMHAL_KINDS,
+    MMHAL_N,
+    benchmark_keys,
+    mme_records,
+    mmhal_records,
+    overlap,
+)
 from silkie.world.judge import SceneJudge
-from silkie.world.make import generate
 from silkie.world.scenes import Scene, render
-from silkie.world.tasks import YES_NO_SUBTASKS
-from silkie.world.train_pool import MAX_NEW_TOKENS, TRAIN_SEED, training_keys
+from silkie.world.train_pool import MAX_NEW_TOKENS, TRAIN_SEED
 
-MINI_SEED = 3000  # mini benchmarks' items; distinct from TRAIN_SEED, HELD_OUT_SEED and world make's 0
-MME_N = 400  # questions, two per image: 50 images per subtask
-MMHAL_N = 96  # questions, as in MMHal-Bench
-MMHAL_KINDS = ("describe", "count", "color", "position")
 SUMMARY = "mini.json"
 BATCH = 32  # the backend's batch size (a ceiling: halved on out-of-memory)
-_SCAN_LIMIT = 1_000_000  # scenes; the quotas fill long before (a quarter of scenes are yes/no)
-
-
-# -- items ---------------------------------------------------------------------------------------
-
-def _quotas(total: int, names) -> dict[str, int]:
-    names = tuple(names)
-    return {name: total // len(names) + (i < total % len(names)) for i, name in enumerate(names)}
-
-
-def _scenes(seed: int):
-    """(scene, its records) in generation order; a scene's records are consecutive."""
-    stream = generate(_SCAN_LIMIT, seed)
-    for _, group in itertools.groupby(stream, key=lambda pair: pair[0]["id"].rsplit("-", 1)[0]):
-        group = list(group)
-        yield group[0][1], [record for record, _ in group]
-
-
-def _draw(seed: int, quotas: dict[str, int], stratum) -> tuple[list[dict], int]:
-    """Records filling `quotas` by stratum (None: not wanted), a scene's records kept or dropped as a
-    whole when any shares (scene content, prompt) with a training item. Returns (records, dropped)."""
-    seen, left = training_keys(), dict(quotas)
-    out, dropped = [], 0
-    for scene, records in _scenes(seed):
-        if not any(left.values()):
-            break
-        name = stratum(records)
-        if not left.get(name):
-            continue
-        if any((scene.key(), r["prompt"]) in seen for r in records):
-            dropped += len(records)
-            continue
-        out += records
-        left[name] -= 1
-    return out, dropped
-
-
-def mme_records(n: int = MME_N, seed: int = MINI_SEED) -> tuple[list[dict], int]:
-    """n // 2 yes/no pairs (world records), a quarter per subtask, none overlapping training items.
-    Returns (records, questions dropped for overlap)."""
-    if n < 2:
-        raise InputError("mini-MME needs at least 2 questions (one image)")
-
-    def subtask(records):
-        return records[0]["meta"]["subtask"] if records[0]["meta"]["task"] == "yesno" and len(records) == 2 else None
-    return _draw(seed, _quotas(n // 2, YES_NO_SUBTASKS), subtask)
-
-
-def mmhal_records(n: int = MMHAL_N, seed: int = MINI_SEED) -> tuple[list[dict], int]:
-    """n open questions, a quarter per kind in MMHAL_KINDS, none overlapping training items."""
-    if n < 1:
-        raise InputError("mini-MMHal needs at least 1 question")
-    return _draw(seed, _quotas(n, MMHAL_KINDS), lambda records: records[0]["meta"]["task"])
-
-
-def overlap(records: list[dict]) -> int:
-    """Records sharing (scene content, prompt) with a training item of the pool (should be 0)."""
-    seen = training_keys()
-    return sum((Scene.from_dict(r["meta"]["scene"]).key(), r["prompt"]) in seen for r in records)
-
-
-@functools.cache
-def benchmark_keys(n: int = MME_N, n_mmhal: int = MMHAL_N, seed: int = MINI_SEED) -> frozenset:
-    """(scene content, prompt) of the default mini benchmarks' items: what `world make` leaves out."""
-    records = mme_records(n, seed)[0] + mmhal_records(n_mmhal, seed)[0]
-    return frozenset((Scene.from_dict(r["meta"]["scene"]).key(), r["prompt"]) for r in records)
 
 
 def shared_with(instructions: list[Path], n: int = MME_N, n_mmhal: int = MMHAL_N, seed: int = MINI_SEED) -> int:
@@ -215,13 +149,13 @@ def run_mini(model: str, out: str | Path, adapter: str | None = None, n: int = M
         generated += added
         if name == "mme":
             items = [mme_item(r, answers[r["id"]]) for r in records]
-            scores = save(out, name, items)
+            scores = write_scored(out, name, items, mme.score)
             counts = {"questions": len(items), "images": len(items) // 2,
                       "subtasks": dict(Counter(it["subtask"] for it in items[::2])),  # images per subtask
                       "perception": scores["perception"]}
         else:
             items = [mmhal_item(r, answers[r["id"]], judge) for r in records]
-            scores = save(out, name, items)
+            scores = write_scored(out, name, items, mmhal.score)
             counts = {"questions": len(items), "types": dict(Counter(it["type"] for it in items)),
                       "score": scores["score"], "hallucination_rate": scores["hallucination_rate"]}
         summary[name] = {**counts, "overlap": overlap(records), "dropped_for_overlap": dropped,

@@ -22,6 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from silkie import InputError
+from silkie.eval.common import write_scored
+from silkie.grading import mme_answer as answer  # the rule above; the scene judge (world/) applies it too
 
 NAME = "mme"
 PERCEPTION = ("existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark",
@@ -32,15 +34,6 @@ DIGITS = 4  # the published tables carry 4 decimals
 MAX_NEW_TOKENS = 32  # only the first 4 characters count; the rest keeps a reply readable
 RESULTS = "results"
 _FLAT = str.maketrans({"\t": " ", "\n": " ", "\r": " "})
-
-
-def answer(response: str) -> str:
-    """"yes", "no" or "other" by the official rule (see the module doc)."""
-    text = response.lower()
-    if text in ("yes", "no"):
-        return text
-    head = text[:4]
-    return "yes" if "yes" in head else "no" if "no" in head else "other"
 
 
 def flatten(text: str) -> str:
@@ -187,10 +180,19 @@ def correct(item: dict) -> bool:
 
 # -- the run -------------------------------------------------------------------------------------
 
+def mme_score(results_dir: str | Path, out: str | Path | None = None) -> dict:
+    """`silkie eval mme-score`: score a folder of MME result files; with `out`, also save the items
+    as `<out>/mme/` for `silkie eval compare`."""
+    items = read_results(results_dir)
+    if out is not None:
+
+        write_scored(out, NAME, items, score)
+    return score(items)
+
+
 def run(spec, data, out, log=print) -> dict:
     """`silkie eval mme`: answer every question of the release at `data` with the pool model `spec`,
     write OUT/mme/results/<subtask>.txt and score them into OUT/mme/ (resumable). Returns the summary."""
-    from silkie.eval import save
     from silkie.eval.runner import PREDICTIONS, data_folder, finish, lazy, predict
 
     folder, out = data_folder(data), Path(out)
@@ -209,6 +211,6 @@ def run(spec, data, out, log=print) -> dict:
     errors = {i: a["error"] for i, a in answers.items() if a.get("error")}
     items = [{**it, "error": errors[it["id"]]} if it["id"] in errors else it
              for it in read_results(out / NAME / RESULTS) if it["id"] in answers]  # not a stale subtask
-    scores = save(out, NAME, items)
+    scores = write_scored(out, NAME, items, score)
     return finish(out, NAME, spec, data, added, questions=len(items), errors=len(errors),
                   **{k: scores[k] for k in ("perception", "cognition") if k in scores})

@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 from silkie import InputError
+from silkie.eval.common import write_scored
 
 NAME = "mmhal"
 TYPES = ("attribute", "adversarial", "comparison", "counting", "relation", "environment", "holistic", "other")
@@ -146,7 +147,6 @@ def read(data) -> list[dict]:
 def run(spec, data, out, judge, log=print) -> dict:
     """`silkie eval mmhal`: answer the 96 questions with the pool model `spec`, have `judge` rate each
     answer 0-6, save DIR/mmhal/ (resumable; the judge's replies are cached). Returns the summary."""
-    from silkie.eval import save
     from silkie.eval.runner import PREDICTIONS, finish, lazy, predict
 
     out = Path(out)
@@ -168,7 +168,7 @@ def run(spec, data, out, judge, log=print) -> dict:
         items.append({**it, "error": error} if error else it)
     released = [{k: v for k, v in r.items() if k not in ("id", "prompt", "image_path")} for r in filled]
     (out / NAME / "responses.json").write_text(json.dumps(released, indent=2, ensure_ascii=False) + "\n")
-    scores = save(out, NAME, items)
+    scores = write_scored(out, NAME, items, score)
     return finish(out, NAME, spec, data, added, judge=judge.info(JUDGE_PROMPT), questions=len(items),
                   errors=sum("error" in it for it in items), invalid=scores["invalid"], score=scores["score"],
                   hallucination_rate=scores["hallucination_rate"])

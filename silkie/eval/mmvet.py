@@ -22,6 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from silkie import InputError
+from silkie.eval.common import write_scored
 
 NAME = "mmvet"
 CAPABILITIES = ("rec", "ocr", "know", "gen", "spat", "math")
@@ -144,7 +145,6 @@ def read(data) -> list[dict]:
 def run(spec, data, out, judge, runs: int = RUNS, log=print) -> dict:
     """`silkie eval mmvet`: answer every sample with the pool model `spec`, grade each answer `runs`
     times with `judge`, save DIR/mmvet/ (resumable; grades are cached). Returns the summary."""
-    from silkie.eval import save
     from silkie.eval.runner import PREDICTIONS, finish, lazy, predict
 
     if runs < 1:
@@ -169,7 +169,7 @@ def run(spec, data, out, judge, runs: int = RUNS, log=print) -> dict:
         items.append({**it, "error": "; ".join(errors)} if errors else it)
     (out / NAME / "answers.json").write_text(
         json.dumps({s["id"]: answers[s["id"]]["response"] or "" for s in samples}, indent=2, ensure_ascii=False) + "\n")
-    scores = save(out, NAME, items)
+    scores = write_scored(out, NAME, items, score)
     return finish(out, NAME, spec, data, added, judge={**judge.info(JUDGE_PROMPT), "runs": runs},
                   samples=len(items), errors=sum("error" in it for it in items), invalid=scores["invalid"],
                   total=scores["total"], total_std=scores["total_std"])

@@ -29,6 +29,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from silkie import InputError, one_line
+from silkie.eval.common import write_scored
 
 NAME = "redteam"
 GROUPS = {
@@ -232,7 +233,6 @@ correct = None  # a 1-10 rating, not a yes/no outcome: no McNemar test
 def run(spec, data, out, judge, log=print) -> dict:
     """`silkie eval redteam`: answer every prompt with the pool model `spec`, have `judge` rate each
     answer on our rubric, save DIR/redteam/ (resumable; replies cached). Returns the summary."""
-    from silkie.eval import save
     from silkie.eval.runner import PREDICTIONS, finish, lazy, predict
 
     out = Path(out)
@@ -253,7 +253,7 @@ def run(spec, data, out, judge, log=print) -> dict:
               "score": value, "refused": refused, "response": answers[r["id"]]["response"], "reply": reply,
               "judge_model": judge.model, "rubric": rubric}
         items.append({**it, "error": one_line(error)} if error else it)
-    scores = save(out, NAME, items)
+    scores = write_scored(out, NAME, items, score)
     return finish(out, NAME, spec, data, added, judge=judge.info(JUDGE_PROMPT), rubric=scores["rubric"],
                   prompts=len(items), errors=sum("error" in it for it in items), unscored=scores["unscored"],
                   score=scores["score"], refusal_rate=scores["refusal_rate"])

@@ -8,10 +8,10 @@ answers: another model (or adapter) is refused rather than mixed in. A question 
 be read gets its error there without reaching the model.
 
 The judge is the pool's OpenAI backend (the SDK's retries, which honour Retry-After; a concurrency
-limit; the key read from the environment at call time, never stored) with the run's request cache
-(`DIR/cache.sqlite`) in front, so a rerun pays only for replies that failed before. A failed request
-becomes that item's error, never the run's — except a refused key, model or URL (401/403/404),
-which would fail every item alike and stops the run.
+limit; the key read from the environment at call time, never stored: the client plumbing of
+`silkie.openai_api`) with the run's request cache (`DIR/cache.sqlite`) in front, so a rerun pays only
+for replies that failed before. A failed request becomes that item's error, never the run's — except
+a refused key, model or URL (401/403/404), which would fail every item alike and stops the run.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from silkie import InputError, one_line
 from silkie.io import JsonlWriter, RecordError, load_image, read_jsonl
+from silkie.openai_api import stop_error
 from silkie.pool.base import GenerationParams, Request
 from silkie.pool.config import ModelSpec, make_backend
 from silkie.schema import user_turn
@@ -30,8 +31,6 @@ PREDICTIONS = "predictions.jsonl"
 CACHE = "cache.sqlite"
 BATCH = 32  # questions per backend call, and so per resumable chunk
 JUDGE_CHUNK = 64  # judge requests between cache writes: what a kill can cost at most
-# A wrong key, model or URL fails every request alike: stop rather than record it on every item.
-JUDGE_STOPS = ("AuthenticationError", "PermissionDeniedError", "NotFoundError")
 
 
 def data_folder(data: str | Path) -> Path:
@@ -188,8 +187,9 @@ class Judge:
                                         api_key_env=self.api_key_env, concurrency=self.concurrency)
             for start in range(0, len(todo), JUDGE_CHUNK):
                 for result in backend.generate(todo[start:start + JUDGE_CHUNK], params):
-                    if result.error and result.error.startswith(JUDGE_STOPS):
-                        raise InputError(f"the judge API refused the request, so every item would fail: {result.error}")
+                    # A wrong key, model or URL fails every request alike: stop rather than record it on every item.
+                    if result.error and (stop := stop_error(result.error)):
+                        raise stop
                     if result.error is None:
                         cache.put(keys[result.key], {"text": result.text, "usage": result.usage})
                     out[result.key] = (result.text, result.error)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from silkie.feedback.base import Deferred, Item
 from silkie.feedback.openai_judge import OpenAIJudge, api_key
+from silkie.openai_api import USAGE_FIELDS, file_data_url
 
 # The provider's limits on one batch input file; the byte limit leaves room for the multipart wrapping.
 MAX_REQUESTS = 50_000
@@ -80,8 +81,6 @@ async def _submit(client, judge, items, state, path, holds, stats) -> None:
 
 def _lines(judge: OpenAIJudge, items: Iterable[Item], stats: Counter):
     """(batch file line, budget held for it) for each first ask the cache lacks, each request once."""
-    from silkie.pool.openai_backend import file_data_url
-
     seen = set()
     for item in items:
         url = None
@@ -148,8 +147,6 @@ async def _collect(client, judge, state, path, holds, stats, progress) -> None:
 
 def _store(judge: OpenAIJudge, line: dict, stats: Counter) -> None:
     """One result line into the cache, charged at the batch price; a failed line is only counted."""
-    from silkie.pool.openai_backend import USAGE_FIELDS
-
     response = line.get("response") or {}
     body = response.get("body") or {}
     choices = body.get("choices") or [{}]

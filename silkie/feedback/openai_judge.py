@@ -19,12 +19,11 @@ import asyncio
 import dataclasses
 import json
 import math
-import os
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from silkie import InputError, one_line
+from silkie import InputError, one_line, openai_api
 from silkie.cache import RequestCache, request_key
 from silkie.feedback.base import Deferred, Item, Verdict
 from silkie.feedback.limits import Ledger, Pacer, Price
@@ -95,13 +94,8 @@ def load_judge_config(name_or_path: str = "gpt-4o", overrides: dict | None = Non
 
 
 def api_key(config: JudgeConfig) -> str:
-    if config.api_key_env is None:
-        return "EMPTY"  # the SDK insists on a key; keyless servers ignore it
-    key = os.environ.get(config.api_key_env)
-    if not key:
-        raise InputError(f"set the environment variable {config.api_key_env} to the judge's API key "
-                         f"(or set api_key_env to null for a server that takes no key)")
-    return key
+    return openai_api.api_key(config.api_key_env, f"set the environment variable {config.api_key_env} to the judge's "
+                              "API key (or set api_key_env to null for a server that takes no key)")
 
 
 def estimate_tokens(messages: list[dict], image_tokens: int, worst: bool = False) -> int:
@@ -162,10 +156,8 @@ class OpenAIJudge:
                            response_format=request.schema)
 
     def body(self, request: PromptRequest, messages: list[dict], image_url: str) -> dict:
-        from silkie.pool.openai_backend import openai_messages, sampling
-
-        body = {"model": self.config.model, "messages": openai_messages(messages, image_url),
-                **sampling(self.config.generation)}
+        body = {"model": self.config.model, "messages": openai_api.openai_messages(messages, image_url),
+                **openai_api.sampling(self.config.generation)}
         if request.schema is not None:
             body["response_format"] = request.schema
         return body
@@ -203,11 +195,8 @@ class OpenAIJudge:
 
     def client(self, secret: str):
         """An SDK client whose every HTTP attempt passes `_on_send` first."""
-        import openai
-
-        http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [self._on_send]})
-        return openai.AsyncOpenAI(api_key=secret, base_url=self.config.base_url, timeout=self.config.timeout,
-                                  max_retries=self.config.max_retries, http_client=http)
+        return openai_api.client(secret, self.config.base_url, self.config.timeout, self.config.max_retries,
+                                 event_hooks={"request": [self._on_send]})
 
     async def _on_send(self, request) -> None:
         """Runs before every HTTP attempt the SDK makes, its own retries included."""
@@ -251,10 +240,10 @@ class OpenAIJudge:
             if isinstance(result, BaseException):
                 error = one_line(result)
                 if not isinstance(result, InputError):  # our own messages need no class name
-                    error = _scrub(f"{type(result).__name__}: {error}", secret)
+                    error = openai_api.scrub(f"{type(result).__name__}: {error}", secret)
                 status = getattr(result, "status_code", None)
-                if isinstance(result, openai.APIStatusError) and status in (401, 403, 404):
-                    raise InputError(f"the judge API refused the request, so every item would fail: {error}")
+                if isinstance(result, openai.APIStatusError) and (stop := openai_api.stop_error(error)):
+                    raise stop
                 if isinstance(result, Deferred):
                     verdict.deferred = result.reason
                 elif isinstance(result, (openai.APIConnectionError, json.JSONDecodeError, Unreadable)) or (
@@ -322,16 +311,12 @@ class OpenAIJudge:
 
     def _read(self, response, held: float, messages: list[dict]) -> tuple[str, dict]:
         """The reply's text and usage (with its cost, now charged); raises for an unusable reply."""
-        from openai.types.chat import ChatCompletion
-
-        from silkie.pool.openai_backend import USAGE_FIELDS
-
-        if not isinstance(response, ChatCompletion):
-            # The SDK hands back the text of a 200 that is not JSON, e.g. a web page at a wrong base_url.
+        problem = openai_api.body_problem(response)
+        if problem:
             self.ledger.release(held)
-            raise Unreadable(f"expected a JSON chat completion, got {one_line(response)[:80]!r}")
+            raise Unreadable(problem)
         # A server that reports no usage is charged the worst case, so the cap holds all the same.
-        usage = response.usage.model_dump(include=USAGE_FIELDS) if response.usage else dict(
+        usage = response.usage.model_dump(include=openai_api.USAGE_FIELDS) if response.usage else dict(
             zip(("prompt_tokens", "completion_tokens"), self.worst_tokens(messages)))
         usage["cost_usd"] = self.ledger.charge(held, usage)
         if not response.choices:
@@ -350,10 +335,8 @@ class _Image:
         self.path, self.max_side, self._task = item.image, max_side, None
 
     async def url(self) -> str:
-        from silkie.pool.openai_backend import file_data_url
-
         if self._task is None:
-            encode = asyncio.to_thread(file_data_url, self.path, self.max_side)
+            encode = asyncio.to_thread(openai_api.file_data_url, self.path, self.max_side)
             self._task = asyncio.ensure_future(encode)
         return await self._task
 
@@ -371,10 +354,3 @@ def drive(stream: AsyncIterator) -> Iterator:
         loop.run_until_complete(stream.aclose())
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
-
-
-
-
-def _scrub(text: str, key: str) -> str:
-    """A server may quote the key back in an error body; it must not reach a record."""
-    return text.replace(key, "<api key>") if key and key != "EMPTY" else text

@@ -46,7 +46,7 @@ class TransformersBackend:
     def __init__(self, name: str, model: str, adapter: str | None = None, revision: str | None = None,
                  batch_size: int = 16, dtype: str | None = None, device_map: str | None = None,
                  trust_remote_code: bool = False):
-        from silkie.chat import load
+        from silkie.loader import load
 
         self.name = name
         self.batch_size = batch_size

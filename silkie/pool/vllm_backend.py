@@ -20,7 +20,7 @@ class VLLMBackend:
             raise InputError("the vllm backend needs vLLM: pip install 'silkie[vllm]'") from None
         from transformers import AutoProcessor
 
-        from silkie.chat import resolve
+        from silkie.loader import resolve
 
         self.name = name
         path = resolve(model)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from silkie.eval.mme import answer as mme_answer  # MME's rule lives in one place
+from silkie.grading import Verdict, mme_answer  # the judge interface, and MME's yes/no rule: one place each
 from silkie.schema import ASPECTS
 from silkie.world.scenes import COLORS, SHAPES, Scene, Thing
 from silkie.world.tasks import NUMBER_WORDS
@@ -96,9 +96,7 @@ class SceneJudge:
     prompt_version = "scene-v1"
 
     def judge(self, items):
-        """The common judge interface (silkie.feedback.base.Judge): one verdict per item, in order."""
-        from silkie.feedback.base import Verdict
-
+        """The common judge interface (silkie.grading.Judge): one verdict per item, in order."""
         for item in items:
             try:
                 yield Verdict(item.key, self.rate(item.instruction, item.responses))

@@ -2,47 +2,21 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
-from silkie.world.scenes import Scene, draw_scene, png_bytes, render
-from silkie.world.tasks import TASK_MIX, make_tasks
+from silkie.world.benchmark import benchmark_keys
+from silkie.world.scenes import Scene, png_bytes, render
+from silkie.world.tasks import SOURCE, corpus, generate
 
-SOURCE = "mini"
-
-
-def generate(n: int, seed: int = 0, exclude: frozenset = frozenset()) -> Iterator[tuple[dict, Scene]]:
-    """n instruction records (without their `image` path yet), each with the scene it is about.
-    Items whose (scene content, prompt) is in `exclude` are passed over and not counted.
-
-    Each scene gets its own Random, seeded from (seed, scene index), so item k is the same whatever
-    n is and however many items were made before it.
-    """
-    kinds, weights = zip(*TASK_MIX.items())
-    made, scene_index = 0, 0
-    while made < n:
-        rng = random.Random(f"{seed}/{scene_index}")
-        scene = draw_scene(rng)
-        kind = rng.choices(kinds, weights)[0]
-        for j, task in enumerate(make_tasks(scene, kind, rng)):
-            if made == n:
-                break
-            if exclude and (scene.key(), task.prompt) in exclude:
-                continue
-            meta = {"task": task.kind, "answer": task.answer, **task.meta, "scene": scene.to_dict()}
-            record = {"id": f"{SOURCE}-{seed}-{scene_index:06d}-{j}", "source": SOURCE,
-                      "prompt": task.prompt, "meta": meta}
-            yield record, scene
-            made += 1
-        scene_index += 1
+# The record stream (`generate`, `corpus`) lives in tasks.py, below benchmark.py, which draws the mini
+# benchmarks' items from it and which `instructions` needs: kept here too, where callers import it.
+__all__ = ["SOURCE", "corpus", "generate", "instructions", "scene_image", "write"]
 
 
 def instructions(n: int, seed: int = 0) -> Iterator[tuple[dict, Scene]]:
     """What `world make` and `collect --source mini` write: `generate` without the mini benchmarks'
     items, so a run's training data can never contain its evaluation items."""
-    from silkie.eval.mini import benchmark_keys
-
     return generate(n, seed, benchmark_keys())
 
 
@@ -73,11 +47,3 @@ def write(out_dir: str | Path, n: int, seed: int = 0) -> tuple[Path, int]:
             record["image"] = stored[scene]
             added += writer.write({k: record[k] for k in ("id", "source", "prompt", "image", "meta")})
     return path, added
-
-
-def corpus(n: int = 4000, seed: int = 0) -> list[str]:
-    """The world's text (prompts and reference answers) that the tiny models' tokenizer learns from."""
-    texts = []
-    for record, _ in generate(n, seed):
-        texts += [record["prompt"], record["meta"]["answer"]]
-    return texts

@@ -2,16 +2,20 @@
 
 The kinds follow what VLFeedback covers: detailed description, counting, colour, position,
 yes/no questions phrased exactly as MME phrases them (two per image, opposite answers), and
-unsafe or privacy-violating requests whose right answer is a refusal.
+unsafe or privacy-violating requests whose right answer is a refusal; and `generate`, the stream of
+instruction records over seeded scenes that everything in the world draws its items from.
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from silkie.world.scenes import COLORS, POSITIONS, SHAPES, Scene
+from silkie.world.scenes import COLORS, POSITIONS, SHAPES, Scene, draw_scene
+
+SOURCE = "mini"  # the `source` of world records, and the head of their ids
 
 YES_NO_SUFFIX = " Please answer yes or no."  # MME's wording, kept exactly
 NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -137,3 +141,37 @@ def yes_no_pair(scene: Scene, subtask: str, rng: random.Random) -> list[Task]:
                      (f"Is the {t.name} {phrase_position(wrong)} of the image?", False)]
     return [Task("yesno", q + YES_NO_SUFFIX, "Yes" if truth else "No", {"subtask": subtask, "truth": truth})
             for q, truth in questions]
+
+
+def generate(n: int, seed: int = 0, exclude: frozenset = frozenset()) -> Iterator[tuple[dict, Scene]]:
+    """n instruction records (without their `image` path yet), each with the scene it is about.
+    Items whose (scene content, prompt) is in `exclude` are passed over and not counted.
+
+    Each scene gets its own Random, seeded from (seed, scene index), so item k is the same whatever
+    n is and however many items were made before it.
+    """
+    kinds, weights = zip(*TASK_MIX.items())
+    made, scene_index = 0, 0
+    while made < n:
+        rng = random.Random(f"{seed}/{scene_index}")
+        scene = draw_scene(rng)
+        kind = rng.choices(kinds, weights)[0]
+        for j, task in enumerate(make_tasks(scene, kind, rng)):
+            if made == n:
+                break
+            if exclude and (scene.key(), task.prompt) in exclude:
+                continue
+            meta = {"task": task.kind, "answer": task.answer, **task.meta, "scene": scene.to_dict()}
+            record = {"id": f"{SOURCE}-{seed}-{scene_index:06d}-{j}", "source": SOURCE,
+                      "prompt": task.prompt, "meta": meta}
+            yield record, scene
+            made += 1
+        scene_index += 1
+
+
+def corpus(n: int = 4000, seed: int = 0) -> list[str]:
+    """The world's text (prompts and reference answers) that the tiny models' tokenizer learns from."""
+    texts = []
+    for record, _ in generate(n, seed):
+        texts += [record["prompt"], record["meta"]["answer"]]
+    return texts

@@ -17,9 +17,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from silkie.world.make import corpus, generate
 from silkie.world.scenes import COLORS, POSITIONS, SHAPES, Scene, render
-from silkie.world.tasks import describe_answer, phrase_position
+from silkie.world.tasks import corpus, describe_answer, generate, phrase_position
 
 TRAIN_SEED = 1000  # world items the pool learns from
 HELD_OUT_SEED = 2000  # world items its quality is measured on (overlap with training removed)
