@@ -13,15 +13,11 @@ from silkie import InputError
 
 
 def run_pipeline(args: argparse.Namespace) -> None:
+    from silkie.config import parse_set
     from silkie.pipeline import load_config, run
 
-    overrides = {"dataset.judge_noise": args.judge_noise} if args.judge_noise is not None else {}
-    if args.judge_noise is not None and not 0 <= args.judge_noise <= 1:
-        raise InputError("--judge-noise must be between 0 and 1")
-    if args.rounds is not None:
-        if args.rounds < 1:
-            raise InputError("--rounds must be at least 1")
-        overrides["rounds"] = args.rounds
+    # the named flags are shorthands for config keys; the loader checks every value's range
+    overrides = {"dataset.judge_noise": args.judge_noise, "rounds": args.rounds, **parse_set(args.set)}
     cfg = load_config(args.preset, args.config, overrides)
     report = run(cfg, args.out or f"runs/{cfg.name}", force=args.force, from_stage=args.from_stage, until=args.until)
     if report.is_file():
@@ -220,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "judges, pairs and trains again (on-policy; default: the config's, 1)")
     loop.add_argument("--judge-noise", type=float, metavar="P",
                       help="swap a share P of the preference pairs (how much judge error the recipe tolerates)")
+    loop.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                      help="override any config key, dotted for sections, value in YAML "
+                           "(e.g. --set collect.n=200 --set train.set.num_train_epochs=2)")
     loop.set_defaults(func=run_pipeline)
 
     world = commands.add_parser("world", help="the mini world: scenes, tasks and tiny models")

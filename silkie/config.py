@@ -1,4 +1,11 @@
-"""Where the shipped presets live, resolved in one place for a checkout and an installed wheel alike.
+"""Configs: the one loader for every YAML kind (pool, judge, train, pipeline) and for `--set KEY=VALUE`.
+
+A config is a dataclass. `load(cls, kind, name)` reads `configs/<kind>/<name>.yaml` (or a YAML
+file), applies dotted overrides, and builds the dataclass with every key checked: unknown keys,
+wrong types, and the bounds and choices a field declares in its metadata
+(`field(default=0.0, metadata={"range": (0, 1)})`, `metadata={"choices": (...)}`), then the
+config's own `validate()` for what spans several keys. So a typo stops a run when it is loaded,
+naming the file and the key, not when the stage that reads the key starts.
 
 `configs/` sits at the top of the repo; `silkie/resources/configs` links to it, and a wheel build
 copies it in as package data, so the same path works after `pip install -e .` and `pip install .`.
@@ -22,6 +29,82 @@ def preset_path(kind: str, name: str) -> Path:
     return path
 
 
+def parse_set(items: list[str] | None) -> dict:
+    """`key=value` strings -> {key: YAML value} (so `loss_type=[sigmoid,sft]` is a list, `bf16=false` a
+    bool); dashes in keys become underscores, dots stay (they address nested keys)."""
+    import yaml
+
+    from silkie import InputError
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set takes key=value, got {item!r}")
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def apply_overrides(data: dict, overrides: dict | None) -> dict:
+    """Dotted keys ({"dataset.judge_noise": 0.2}) set nested values; None values are skipped (a flag
+    left unset)."""
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        *parents, name = key.split(".")
+        target = data
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[name] = value
+    return data
+
+
+def load(cls, kind: str, name: str | Path, overrides: dict | None = None):
+    """`configs/<kind>/<name>.yaml` or the YAML file `name`, with `overrides`, as a checked `cls`."""
+    import yaml
+
+    from silkie import InputError
+
+    try:
+        path = preset_path(kind, str(name))
+    except FileNotFoundError as error:
+        raise InputError(str(error)) from None
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise InputError(f"{path}: not valid YAML ({' '.join(str(error).split())[:160]})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
+    cfg = from_dict(cls, apply_overrides(data, overrides), str(path))
+    if hasattr(cfg, "validate"):
+        cfg.validate(str(path))
+    return cfg
+
+
+def check_fields(cfg, where: str) -> None:
+    """The bounds and choices `cfg`'s fields declare in their metadata."""
+    import dataclasses
+
+    from silkie import InputError
+
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if value is None:
+            continue
+        if "choices" in f.metadata and value not in f.metadata["choices"]:
+            known = ", ".join(map(str, f.metadata["choices"]))
+            raise InputError(f"{_key(where, f.name)}: {value!r} is not one of {known}")
+        low, high = f.metadata.get("range", (None, None))
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise InputError(f"{_key(where, f.name)}: must be {bounds}, got {value!r}")
+
+
+def _key(where: str, name: str) -> str:
+    """`file.yaml: key`, then `key.sub` below it: where a message points."""
+    return f"{where}: {name}" if where.endswith((".yaml", ".yml")) else f"{where}.{name}"
+
+
 def _scalar_ok(hint, value) -> bool:
     """Whether a YAML scalar fits a simple annotation (int, float, str, bool, or one of them | None)."""
     import types
@@ -43,9 +126,11 @@ def _scalar_ok(hint, value) -> bool:
 
 
 def from_dict(cls, data, where: str):
-    """Build dataclass `cls` from a YAML mapping, naming any unknown or mistyped key in one line.
+    """Build dataclass `cls` from a YAML mapping, naming any unknown, mistyped or out-of-range key in
+    one line.
 
-    Nested dataclass fields are built recursively; everything else is taken as written.
+    Nested dataclass fields are built recursively, as are lists and string-keyed maps of them;
+    everything else is taken as written.
     """
     import dataclasses
     import typing
@@ -63,15 +148,22 @@ def from_dict(cls, data, where: str):
     for name, value in data.items():
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            value = from_dict(hint, value, f"{where}.{name}")
+            value = from_dict(hint, value, _key(where, name))
         elif typing.get_origin(hint) is list and dataclasses.is_dataclass(typing.get_args(hint)[0]):
             if not isinstance(value, list):
-                raise InputError(f"{where}.{name}: expected a list")
-            value = [from_dict(typing.get_args(hint)[0], v, f"{where}.{name}[{i}]") for i, v in enumerate(value)]
+                raise InputError(f"{_key(where, name)}: expected a list")
+            value = [from_dict(typing.get_args(hint)[0], v, f"{_key(where, name)}[{i}]") for i, v in enumerate(value)]
+        elif typing.get_origin(hint) is dict and dataclasses.is_dataclass(typing.get_args(hint)[-1]):
+            if not isinstance(value, dict):
+                raise InputError(f"{_key(where, name)}: expected a mapping")
+            kind = typing.get_args(hint)[-1]
+            value = {k: from_dict(kind, v or {}, f"{_key(where, name)}.{k}") for k, v in value.items()}
         elif not _scalar_ok(hint, value):
-            raise InputError(f"{where}.{name}: expected {getattr(hint, '__name__', hint)}, got {value!r:.40}")
+            raise InputError(f"{_key(where, name)}: expected {getattr(hint, '__name__', hint)}, got {value!r:.40}")
         values[name] = value
     try:
-        return cls(**values)
+        cfg = cls(**values)
     except TypeError as error:  # a required key is missing
         raise InputError(f"{where}: {error}") from None
+    check_fields(cfg, where)
+    return cfg

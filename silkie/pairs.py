@@ -6,7 +6,7 @@ involving a non-numeric rating skipped. Ratings are read as the official code re
 numbers, so an out-of-range "10" still counts); `strict=True` drops those too.
 
 Planning works on ratings only, vectorised with numpy, so 80K rows plan in seconds; the texts
-and images are joined in when the pairs are written (vlfeedback_dataset.py).
+and images are joined in when the pairs are written (silkie/build.py).
 """
 
 from __future__ import annotations
@@ -104,7 +104,8 @@ def parse_weights(text: str | None) -> np.ndarray:
     return np.array([weights[a] for a in ASPECTS])
 
 
-def _parse_policy(policy: str) -> tuple[str, str | None]:
+def parse_policy(policy: str) -> tuple[str, str | None]:
+    """A pair-policy string as (name, argument), or an InputError saying what is wrong with it."""
     name, _, argument = policy.partition(":")
     if name in ("margin", "aspect", "model"):
         if not argument:
@@ -129,7 +130,7 @@ def plan_pairs(rows, policy: str = "silkie", weights: str | None = None, seed: i
     `judge_noise` swaps chosen and rejected in that share of pairs (seeded): a way to measure
     how much judge error the training recipe tolerates.
     """
-    name, argument = _parse_policy(policy)
+    name, argument = parse_policy(policy)
     weight = parse_weights(weights)
     if name == "aspect":
         weight = np.array([float(a == ASPECT_KEYS.get(argument.upper(), argument)) for a in ASPECTS])

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from silkie import InputError
-from silkie.config import from_dict, preset_path
+from silkie.config import load, preset_path
 
 ROUND_STAGES = ("collect", "generate", "annotate", "dataset", "train", "eval")  # repeated by --rounds
 FINAL_STAGES = ("stats", "report")
@@ -49,7 +49,7 @@ LEDGER = "stages.json"
 @dataclass
 class Collect:
     sources: list = field(default_factory=lambda: ["mini"])  # `silkie collect --source` specs
-    n: int = 1000
+    n: int = field(default=1000, metadata={"range": (1, None)})
     quotas: dict = field(default_factory=dict)
     images_root: str | None = None
 
@@ -57,12 +57,12 @@ class Collect:
 @dataclass
 class Generate:
     pool: str = "mini"  # configs/pool preset or YAML file
-    per_instruction: int | None = None
+    per_instruction: int | None = field(default=None, metadata={"range": (1, None)})
 
 
 @dataclass
 class Annotate:
-    judge: str = "scene"  # scene | openai
+    judge: str = field(default="scene", metadata={"choices": ("scene", "openai")})
     config: str = "gpt-4o"  # configs/judge preset or YAML file (openai only)
     overrides: dict = field(default_factory=dict)  # judge config keys, as `silkie annotate`'s flags
 
@@ -72,7 +72,7 @@ class Dataset:
     pair_policy: str = "silkie"
     weights: str | None = None
     strict_ratings: bool = False
-    judge_noise: float = 0.0  # share of pairs swapped on purpose (robustness studies)
+    judge_noise: float = field(default=0.0, metadata={"range": (0, 1)})  # share of pairs swapped on purpose
 
 
 @dataclass
@@ -103,32 +103,53 @@ class PipelineConfig:
     annotate: Annotate = field(default_factory=Annotate)
     dataset: Dataset = field(default_factory=Dataset)
     train: Train = field(default_factory=Train)
-    baselines: dict = field(default_factory=dict)  # name -> Baseline fields
+    baselines: dict[str, Baseline] = field(default_factory=dict)
     eval: Eval = field(default_factory=Eval)
-    rounds: int = 1  # > 1: each further round answers fresh instructions with the last round's model
-
-    def baseline(self, name: str) -> Baseline:
-        return from_dict(Baseline, self.baselines[name], f"baselines.{name}")
+    # > 1: each further round answers fresh instructions with the last round's model
+    rounds: int = field(default=1, metadata={"range": (1, None)})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def validate(self, where: str) -> None:
+        """What names another config or a policy: checked on load, before any stage runs (so never after
+        a paid annotate stage), and without importing torch."""
+        from silkie.eval.suite import check
+        from silkie.feedback.openai_judge import load_judge_config
+        from silkie.pairs import parse_policy, parse_weights
+        from silkie.pool.config import load_pool
+        from silkie.train import load_config as train_config
+
+        policies = {"dataset.pair_policy": self.dataset.pair_policy,
+                    **{f"baselines.{name}.pair_policy": b.pair_policy for name, b in self.baselines.items()}}
+        for key, policy in policies.items():
+            _named(where, key, parse_policy, policy)
+        _named(where, "dataset.weights", parse_weights, self.dataset.weights)
+        _named(where, "generate.pool", load_pool, self.generate.pool)
+        _named(where, "annotate.overrides", load_judge_config, self.annotate.config, self.annotate.overrides)
+        # training keys: the preset with each recipe's overrides; the dataset comes from the run
+        recipes = {"train.set": self.train.set, **{f"baselines.{n}.set": {**self.train.set, **b.set}
+                                                   for n, b in self.baselines.items()}}
+        for key, overrides in recipes.items():
+            _named(where, key, lambda o: train_config(preset=self.train.preset, overrides={**o, "dataset": "-"})
+                   .check(), overrides)
+        for name, options in self.eval.benchmarks.items():
+            check(name, options, where=f"{where}: eval.benchmarks")
+
+
+def _named(where: str, key: str, check, *args) -> None:
+    """Run `check`; its InputError is prefixed with the file and the key that led to it."""
+    try:
+        check(*args)
+    except (InputError, FileNotFoundError) as error:
+        raise InputError(f"{where}: {key}: {error}") from None
+
 
 def load_config(preset: str | None = None, config: str | Path | None = None, overrides: dict | None = None
                 ) -> PipelineConfig:
-    """configs/pipeline/<preset>.yaml or a YAML file, with dotted-key `overrides` ({"dataset.judge_noise": 0.2})."""
-    import yaml
-
-    path = Path(config) if config else preset_path("pipeline", preset or "mini")
-    data = yaml.safe_load(path.read_text()) or {}
-    for key, value in (overrides or {}).items():
-        section, _, name = key.rpartition(".")
-        target = data.setdefault(section, {}) if section else data
-        target[name] = value
-    cfg = from_dict(PipelineConfig, data, str(path))
-    for name in cfg.baselines:
-        cfg.baseline(name)  # checked now, not at the train stage
-    return cfg
+    """configs/pipeline/<preset>.yaml or a YAML file, with dotted-key `overrides` ({"dataset.judge_noise": 0.2}),
+    every key and every config it names checked."""
+    return load(PipelineConfig, "pipeline", config or preset or "mini", overrides)
 
 
 def _preset(kind: str, name: str):
@@ -167,11 +188,10 @@ def stage_inputs(cfg: PipelineConfig, name: str) -> dict:
         inputs |= {"annotate": dataclasses.asdict(cfg.annotate), "judge": judge, "seed": cfg.seed}
     elif stage == "dataset":
         inputs |= {"dataset": dataclasses.asdict(cfg.dataset),
-                   "baselines": {k: v.get("pair_policy", "silkie") for k, v in cfg.baselines.items()} if r == 1
-                   else {}}
+                   "baselines": {k: v.pair_policy for k, v in cfg.baselines.items()} if r == 1 else {}}
     elif stage == "train":
         inputs |= {"train": dataclasses.asdict(cfg.train), "preset": _preset("train", cfg.train.preset),
-                   "baselines": cfg.baselines if r == 1 else {}}
+                   "baselines": {k: dataclasses.asdict(v) for k, v in cfg.baselines.items()} if r == 1 else {}}
     elif stage == "eval":
         inputs |= {"eval": dataclasses.asdict(cfg.eval)}
     return inputs
@@ -371,7 +391,7 @@ class Stages:
         folder = self.folder(r)
         summary = {"silkie": self._build(r, folder / "vlfeedback", self.cfg.dataset.pair_policy)}
         for name in self.cfg.baselines if r == 1 else ():
-            policy = self.cfg.baseline(name).pair_policy
+            policy = self.cfg.baselines[name].pair_policy
             if policy != self.cfg.dataset.pair_policy:
                 summary[name] = self._build(r, folder / "baselines" / name / "vlfeedback", policy)
         self.log(f"dataset: {summary['silkie']['pairs']['pairs']} pairs ({self.cfg.dataset.pair_policy}) "
@@ -397,7 +417,7 @@ class Stages:
         folder = self.folder(r)
         summary = {"silkie": self._train_one(r, folder / "train", folder / "vlfeedback", {})}
         for name in self.cfg.baselines if r == 1 else ():
-            baseline = self.cfg.baseline(name)
+            baseline = self.cfg.baselines[name]
             data = folder / "vlfeedback"
             if baseline.pair_policy != self.cfg.dataset.pair_policy:  # its own pairs, or nothing
                 data = folder / "baselines" / name / "vlfeedback"
@@ -418,6 +438,7 @@ class Stages:
         return merged
 
     def eval(self, r: int) -> dict:
+        from silkie.eval import suite
         from silkie.eval.compare import compare
 
         out = self.run / "eval"
@@ -429,11 +450,8 @@ class Stages:
         else:  # the base's answers are already there from round 1
             models = {f"round-{r}": (str(self.policy(r)), self.folder(r) / "train" / "adapter")}
         for benchmark, options in self.cfg.eval.benchmarks.items():
-            runner = BENCHMARKS.get(benchmark)
-            if runner is None:
-                raise InputError(f"eval: unknown benchmark {benchmark!r} (known: {', '.join(BENCHMARKS)})")
             for variant, (model, adapter) in models.items():
-                runner(model, adapter and str(adapter), out / variant, options or {}, self.log)
+                suite.run(benchmark, model, adapter and str(adapter), out / variant, options, self.log)
         summary = {}
         for variant in models.keys() - {"base"}:  # Silkie's table in eval/, the others' in eval/NAME-vs-base/
             where = out if variant == "trained" else out / f"{variant}-vs-base"
@@ -456,45 +474,11 @@ class Stages:
         return {"report": str(path)}
 
 
-def _mini(model: str, adapter: str | None, out: Path, options: dict, log) -> None:
-    from silkie.eval.mini import run_mini
-
-    run_mini(model, out, adapter=adapter, log=log, **options)
-
-
 def _mini_overlap(run: Path, options: dict) -> int:
     from silkie.eval.mini import shared_with
 
     return shared_with(sorted(run.glob("instructions.jsonl")) + sorted(run.glob("round-*/instructions.jsonl")),
                        **{k: v for k, v in options.items() if k in ("n", "n_mmhal", "seed")})
-
-
-def _release(name: str):
-    """A runner for a real benchmark; options as `silkie eval NAME`'s flags: data (required),
-    judge_model, judge_base_url, judge_template, judge_api_key_env, runs (mmvet), batch_size,
-    max_new_tokens."""
-    def runner(model: str, adapter: str | None, out: Path, options: dict, log) -> None:
-        from silkie.eval import BENCHMARKS as MODULES
-        from silkie.eval.runner import Judge, model_spec
-
-        module, options = MODULES[name], dict(options)
-        if "data" not in options:
-            raise InputError(f"eval.benchmarks.{name}: needs `data: PATH|HUB_ID`")
-        data = options.pop("data")
-        spec = model_spec(model, adapter=adapter, batch_size=options.pop("batch_size", 16),
-                          max_new_tokens=options.pop("max_new_tokens", module.MAX_NEW_TOKENS))
-        extra = {"runs": options.pop("runs")} if name == "mmvet" and "runs" in options else {}
-        if name != "mme":
-            judge = {key: options.pop(f"judge_{key}") for key in ("model", "base_url", "api_key_env")
-                     if f"judge_{key}" in options}
-            extra["judge"] = Judge.from_file(options.pop("judge_template", None), module.PLACEHOLDERS, **judge)
-        if options:
-            raise InputError(f"eval.benchmarks.{name}: unknown option {next(iter(options))!r}")
-        module.run(spec, data, out, log=log, **extra)
-    return runner
-
-
-BENCHMARKS = {"mini": _mini, **{name: _release(name) for name in ("mme", "mmhal", "mmvet", "redteam")}}
 
 
 def _count_lines(path: Path) -> int:

@@ -24,7 +24,7 @@ def test_every_shipped_preset_loads():
         assert cfg.name == name
         train_config(preset=cfg.train.preset, overrides={**cfg.train.set, "dataset": "d"}).check()
         for baseline in cfg.baselines:
-            train_config(preset=cfg.train.preset, overrides={**cfg.baseline(baseline).set, "dataset": "d"}).check()
+            train_config(preset=cfg.train.preset, overrides={**cfg.baselines[baseline].set, "dataset": "d"}).check()
     for name in names("train"):
         train_config(preset=name, overrides={"dataset": "d"}).check()
     for name in names("pool"):

@@ -81,16 +81,9 @@ class JudgeConfig:
 
 def load_judge_config(name_or_path: str = "gpt-4o", overrides: dict | None = None) -> JudgeConfig:
     """A preset (configs/judge/NAME.yaml) or YAML file, with each non-None override replacing its key."""
-    import yaml
+    from silkie.config import load
 
-    from silkie.config import from_dict, preset_path
-
-    path = preset_path("judge", name_or_path)
-    data = yaml.safe_load(path.read_text()) or {}
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            data[key] = value
-    return from_dict(JudgeConfig, data, str(path))
+    return load(JudgeConfig, "judge", name_or_path, overrides)
 
 
 def api_key(config: JudgeConfig) -> str:

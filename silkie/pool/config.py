@@ -46,12 +46,9 @@ class PoolConfig:
 
 
 def load_pool(name_or_path: str) -> PoolConfig:
-    import yaml
+    from silkie.config import load
 
-    from silkie.config import from_dict, preset_path
-
-    path = preset_path("pool", name_or_path)
-    return from_dict(PoolConfig, yaml.safe_load(path.read_text()), str(path))
+    return load(PoolConfig, "pool", name_or_path)
 
 
 def assign(instruction_id: str, pool: PoolConfig, k: int, seed: int) -> list[str]:

@@ -11,7 +11,8 @@ Public API (heavy imports happen on first use):
 
 from __future__ import annotations
 
-from silkie.train.config import TrainConfig, load_config, parse_set
+from silkie.config import parse_set
+from silkie.train.config import TrainConfig, load_config
 
 NAMED = ("dataset", "model", "revision", "output_dir", "max_steps")
 

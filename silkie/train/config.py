@@ -96,32 +96,11 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def parse_set(items: list[str] | None) -> dict:
-    """`key=value` strings -> {key: YAML value} (so `loss_type=[sigmoid,sft]` is a list, `bf16=false` a bool)."""
-    import yaml
-
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--set takes key=value, got {item!r}")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    return out
-
-
 def load_config(preset: str | None = None, config: str | Path | None = None, overrides: dict | None = None
                 ) -> TrainConfig:
     """A preset name (configs/train/NAME.yaml) or a YAML file, then overrides (None values are skipped)."""
-    import yaml
-
-    from silkie.config import from_dict, preset_path
+    from silkie.config import load
 
     if (preset is None) == (config is None):
         raise InputError("give exactly one of --preset NAME or --config YAML")
-    try:
-        path = preset_path("train", preset) if preset else Path(config)
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError as error:
-        raise InputError(str(error).splitlines()[0]) from None
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return from_dict(TrainConfig, data, str(path))
+    return load(TrainConfig, "train", preset or config, overrides)
