@@ -499,7 +499,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"), reason="Debian's chromium is not installed")
+@pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"),
+                    reason="no Debian chromium: apt-get install chromium chromium-driver (CI installs it)")
 def test_a_person_uploads_asks_and_judges_in_chromium(served, examples, expected, tmp_path):
     from playwright.sync_api import sync_playwright
 
