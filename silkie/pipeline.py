@@ -10,17 +10,7 @@ finished is skipped; one that was interrupted resumes (every stage function is r
 whose inputs changed stops the run with a message naming the stage and what changed, unless
 `--force` is given, which redoes it and everything after it. `--from-stage S` redoes S onwards.
 
-Layout (RUN = runs/NAME):
-    config.yaml, stages.json            the resolved config; the stage ledger
-    instructions.jsonl, images/         collect
-    completions.jsonl, cache.sqlite     generate
-    annotations.jsonl, judge_report.md  annotate
-    vlfeedback/                         dataset (default + pairs), `load_dataset(RUN/vlfeedback)`
-    baselines/NAME/vlfeedback/          the baselines' pairs (e.g. "longest as best")
-    train/adapter/                      Silkie: DPO + LoRA on the base (baselines/NAME/train/adapter)
-    eval/{base,trained,NAME}/           benchmark answers and scores; eval/comparison.md (+ per baseline)
-    stats/                              figures and tables of the dataset
-    report.md                           what every stage did, the comparison and the figures
+The run folder's layout (every path, per round) is `silkie.layout.RunLayout`'s.
 
 Only the standard library and PyYAML are imported at module level: a finished run is checked
 without loading torch or any model.
@@ -39,11 +29,12 @@ from pathlib import Path
 
 from silkie import InputError
 from silkie.config import load, preset_path
+from silkie.layout import RunLayout, adapter_base
 
 ROUND_STAGES = ("collect", "generate", "annotate", "dataset", "train", "eval")  # repeated by --rounds
 FINAL_STAGES = ("stats", "report")
 STAGES = ROUND_STAGES + FINAL_STAGES  # a one-round run
-LEDGER = "stages.json"
+LEDGER = RunLayout(".").ledger.name
 
 
 @dataclass
@@ -224,7 +215,7 @@ class Ledger:
     """RUN/stages.json: per stage its fingerprint, inputs, state (running/done), seconds and summary."""
 
     def __init__(self, run: Path):
-        self.path = run / LEDGER
+        self.path = RunLayout(run).ledger
         self.stages = json.loads(self.path.read_text())["stages"] if self.path.is_file() else {}
 
     def get(self, stage: str) -> dict | None:
@@ -266,19 +257,20 @@ def run(cfg: PipelineConfig, out: str | Path, force: bool = False, from_stage: s
     report's path."""
     import yaml
 
-    run_dir = Path(out)
+    layout = RunLayout(out)
+    run_dir = layout.root
     run_dir.mkdir(parents=True, exist_ok=True)
     if until is not None and until not in stage_names(cfg):
         raise InputError(f"--until {until!r}: this run's stages are {', '.join(stage_names(cfg))}")
     todo = plan(cfg, run_dir, force, from_stage)
     if not todo:
-        log(f"{run_dir}: every stage is up to date; nothing to do (report: {run_dir / 'report.md'})")
-        return run_dir / "report.md"
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        log(f"{run_dir}: every stage is up to date; nothing to do (report: {layout.report})")
+        return layout.report
+    layout.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     # read once: a preset edited while the run goes on must not mix old and new in the ledger
     inputs = {name: stage_inputs(cfg, name) for name in stage_names(cfg)}
     ledger, prints = Ledger(run_dir), fingerprints(cfg, inputs)
-    stages = Stages(cfg, run_dir, log)
+    stages = Stages(cfg, layout, log)
     for name in stage_names(cfg):
         if name not in todo:
             log(f"[{name}] up to date")
@@ -301,7 +293,7 @@ def run(cfg: PipelineConfig, out: str | Path, force: bool = False, from_stage: s
         if name == until:
             log(f"stopped after {name} (--until); rerun without it to go on")
             break
-    return run_dir / "report.md"
+    return layout.report
 
 
 class Stages:
@@ -311,25 +303,18 @@ class Stages:
     by the model of round R-1 (merged), which is also the model that round trains and its reference.
     """
 
-    def __init__(self, cfg: PipelineConfig, run: Path, log):
-        self.cfg, self.run, self.log = cfg, run, log
+    def __init__(self, cfg: PipelineConfig, run: RunLayout | str | Path, log):
+        self.cfg, self.log = cfg, log
+        self.run = run if isinstance(run, RunLayout) else RunLayout(run)
 
-    # what each stage writes (relative to its round's folder), removed before it is redone afresh
-    OUTPUTS = {"collect": ("instructions.jsonl", "images", "collect_skipped.jsonl"),
-               "generate": ("completions.jsonl", "completions.shard-*", "cache.sqlite"),
-               "annotate": ("annotations.jsonl", "judge_report.md", "judge_config.yaml"),
-               "dataset": ("vlfeedback", "baselines/*/vlfeedback"),
-               "train": ("train", "baselines/*/train"),
-               "stats": ("stats",),
-               "report": ("report.md",)}
-
-    def folder(self, r: int) -> Path:
-        return self.run if r == 1 else self.run / f"round-{r}"
+    def folder(self, r: int) -> RunLayout:
+        return self.run.round_(r)
 
     def clear(self, name: str) -> None:
         stage, r = split(name)
-        patterns = self.OUTPUTS.get(stage) or (("eval",) if r == 1 else (f"eval/round-{r}", f"eval/round-{r}-vs-base"))
-        root = self.run if stage == "eval" else self.folder(r)
+        patterns = RunLayout.OUTPUTS.get(stage) or \
+            (("eval",) if r == 1 else (f"eval/round-{r}", f"eval/round-{r}-vs-base"))
+        root = self.run.root if stage == "eval" else self.folder(r).root
         for pattern in patterns:
             for path in root.glob(pattern):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -337,7 +322,7 @@ class Stages:
     def collect(self, r: int) -> dict:
         from silkie.sources import collect
 
-        c, out = self.cfg.collect, self.folder(r) / "instructions.jsonl"
+        c, out = self.cfg.collect, self.folder(r).instructions
         # fresh instructions each round: the sampler's seed moves on
         summary = collect(c.sources, out, n=c.n, seed=self.cfg.seed + r - 1, quotas=c.quotas,
                           images_root=c.images_root)
@@ -362,40 +347,40 @@ class Stages:
         from silkie.pool.generate import generate
 
         folder, pool = self.folder(r), self._pool(r)
-        summary = generate(pool, folder / "instructions.jsonl", folder / "completions.jsonl",
+        summary = generate(pool, folder.instructions, folder.completions,
                            per_instruction=self.cfg.generate.per_instruction, seed=self.cfg.seed)
         self.log(summary.table())
-        return {"completions": _count_lines(folder / "completions.jsonl"), "pool": [m.name for m in pool.models]}
+        return {"completions": _count_lines(folder.completions), "pool": [m.name for m in pool.models]}
 
     def annotate(self, r: int) -> dict:
         from silkie.feedback.annotate import annotate
 
         a, folder = self.cfg.annotate, self.folder(r)
-        summary = annotate(folder / "instructions.jsonl", folder / "completions.jsonl", folder / "annotations.jsonl",
+        summary = annotate(folder.instructions, folder.completions, folder.annotations,
                            judge=a.judge, config=a.config, overrides={"seed": self.cfg.seed, **a.overrides})
         self.log(summary.table())
         if summary.deferred:
             raise InputError(f"annotate: {summary.deferred} items deferred by the judge (rate or budget limit); "
                              "rerun `silkie run` to judge them")
-        return {"annotations": _count_lines(folder / "annotations.jsonl"), "judge": a.judge}
+        return {"annotations": _count_lines(folder.annotations), "judge": a.judge}
 
     def _build(self, r: int, out: Path, pair_policy: str) -> dict:
         from vlfeedback_dataset import build
 
         d = self.cfg.dataset
-        _, report, pairs = build(out, run_dir=self.folder(r), pair_policy=pair_policy, weights=d.weights,
+        _, report, pairs = build(out, run_dir=self.folder(r).root, pair_policy=pair_policy, weights=d.weights,
                                  strict_ratings=d.strict_ratings, judge_noise=d.judge_noise)
         return {"rows": dict(report.counts), "pairs": pairs}
 
     def dataset(self, r: int) -> dict:
         folder = self.folder(r)
-        summary = {"silkie": self._build(r, folder / "vlfeedback", self.cfg.dataset.pair_policy)}
+        summary = {"silkie": self._build(r, folder.dataset, self.cfg.dataset.pair_policy)}
         for name in self.cfg.baselines if r == 1 else ():
             policy = self.cfg.baselines[name].pair_policy
             if policy != self.cfg.dataset.pair_policy:
-                summary[name] = self._build(r, folder / "baselines" / name / "vlfeedback", policy)
+                summary[name] = self._build(r, folder.baseline(name) / "vlfeedback", policy)
         self.log(f"dataset: {summary['silkie']['pairs']['pairs']} pairs ({self.cfg.dataset.pair_policy}) "
-                 f"in {folder / 'vlfeedback'}")
+                 f"in {folder.dataset}")
         return summary
 
     def _train_config(self, r: int, **overrides):
@@ -415,16 +400,16 @@ class Stages:
 
     def train(self, r: int) -> dict:
         folder = self.folder(r)
-        summary = {"silkie": self._train_one(r, folder / "train", folder / "vlfeedback", {})}
+        summary = {"silkie": self._train_one(r, folder.train, folder.dataset, {})}
         for name in self.cfg.baselines if r == 1 else ():
             baseline = self.cfg.baselines[name]
-            data = folder / "vlfeedback"
+            data = folder.dataset
             if baseline.pair_policy != self.cfg.dataset.pair_policy:  # its own pairs, or nothing
-                data = folder / "baselines" / name / "vlfeedback"
+                data = folder.baseline(name) / "vlfeedback"
                 if not data.is_dir():
                     raise InputError(f"baseline {name!r} ({baseline.pair_policy} pairs): its dataset {data} is "
                                      "missing; rerun with --from-stage dataset to build it")
-            summary[name] = self._train_one(r, folder / "baselines" / name / "train", data, baseline.set)
+            summary[name] = self._train_one(r, folder.baseline(name) / "train", data, baseline.set)
         return {name: {k: s.get(k) for k in ("global_step", "train_seconds", "rows", "mode", "base_model")}
                 for name, s in summary.items()}
 
@@ -432,44 +417,43 @@ class Stages:
         """The model round `r` starts from (r > 1): round r-1's base with its adapter merged in, made once."""
         from silkie.train.export import export
 
-        merged = self.folder(r - 1) / "train" / "merged"
+        previous = self.folder(r - 1)
+        merged = previous.merged
         if not (merged / "config.json").is_file():
-            export(self.folder(r - 1) / "train" / "adapter", merged, merge=True)
+            export(previous.adapter, merged, merge=True)
         return merged
 
     def eval(self, r: int) -> dict:
         from silkie.eval import suite
         from silkie.eval.compare import compare
 
-        out = self.run / "eval"
-        base = json.loads((self.run / "train" / "summary.json").read_text())["base_model"]
+        run = self.run
+        base = adapter_base(run.adapter)
         if r == 1:  # the base, Silkie and each baseline, all LoRA adapters on the base
-            models = {"base": (base, None), "trained": (base, self.run / "train" / "adapter"),
-                      **{name: (base, self.run / "baselines" / name / "train" / "adapter")
-                         for name in self.cfg.baselines}}
+            models = {"base": (base, None), "trained": (base, run.adapter),
+                      **{name: (base, run.baseline(name) / "train" / "adapter") for name in self.cfg.baselines}}
         else:  # the base's answers are already there from round 1
-            models = {f"round-{r}": (str(self.policy(r)), self.folder(r) / "train" / "adapter")}
+            models = {f"round-{r}": (str(self.policy(r)), self.folder(r).adapter)}
         for benchmark, options in self.cfg.eval.benchmarks.items():
             for variant, (model, adapter) in models.items():
-                suite.run(benchmark, model, adapter and str(adapter), out / variant, options, self.log)
+                suite.run(benchmark, model, adapter and str(adapter), run.evaluated(variant), options, self.log)
         summary = {}
-        for variant in models.keys() - {"base"}:  # Silkie's table in eval/, the others' in eval/NAME-vs-base/
-            where = out if variant == "trained" else out / f"{variant}-vs-base"
-            comparison = compare(out / "base", out / variant, out=where)
+        for variant in models.keys() - {"base"}:
+            comparison = compare(run.evaluated("base"), run.evaluated(variant), out=run.comparison(variant))
             summary[variant] = {bench: result["metrics"] for bench, result in comparison.items()}
         if "mini" in self.cfg.eval.benchmarks:  # items shared with this run's training instructions
-            summary["overlap_with_run"] = _mini_overlap(self.run, self.cfg.eval.benchmarks["mini"] or {})
+            summary["overlap_with_run"] = _mini_overlap(run.root, self.cfg.eval.benchmarks["mini"] or {})
         return summary
 
     def stats(self, r: int) -> dict:
         from silkie.stats import stats
 
-        return stats(self.run / "vlfeedback", self.run / "stats")["summary"]
+        return stats(self.run.dataset, self.run.stats)["summary"]
 
     def report(self, r: int) -> dict:
         from silkie.report import write_report
 
-        path = write_report(self.run, self.cfg, Ledger(self.run).stages)
+        path = write_report(self.run.root, self.cfg, Ledger(self.run.root).stages)
         self.log(f"report: {path}")
         return {"report": str(path)}
 

@@ -111,14 +111,13 @@ def base_of(silkie: str, merged: bool = False) -> str:
     """The base Silkie was trained from: the run's train_config.yaml names it as the user did
     (world:NAME, not this machine's path to it); else the adapter's own config, which a merged
     model keeps beside its weights in adapter/."""
-    import yaml
     from peft import PeftConfig
 
-    train_config = Path(silkie).parent / "train_config.yaml"
-    if train_config.is_file():
-        model = (yaml.safe_load(train_config.read_text()) or {}).get("model")
-        if model:
-            return model
+    from silkie.layout import adapter_base
+
+    local = adapter_base(silkie) if Path(silkie).is_dir() else None
+    if local:
+        return world_name(local)
     try:
         if merged and not on_hub(silkie) and not (Path(silkie) / "adapter" / "adapter_config.json").is_file():
             raise ValueError("a local folder: no need to ask the Hub")

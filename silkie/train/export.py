@@ -25,6 +25,7 @@ def export(adapter: str | Path, out: str | Path, merge: bool = False, repo_id: s
     import yaml
 
     from silkie.hub import write_model_card
+    from silkie.layout import adapter_base
 
     adapter, out = Path(adapter), Path(out)
     if not (adapter / "adapter_config.json").is_file():
@@ -34,7 +35,7 @@ def export(adapter: str | Path, out: str | Path, merge: bool = False, repo_id: s
         if (run_train / "train_config.yaml").is_file() else {}
     summary = _read_json(run_train / "summary.json")
     adapter_config = _read_json(adapter / "adapter_config.json")
-    base = config.get("model") or adapter_config["base_model_name_or_path"]
+    base = adapter_base(adapter)
     out.mkdir(parents=True, exist_ok=True)
     target = out / "adapter" if merge else out
     if target.resolve() != adapter.resolve():
