@@ -20,6 +20,14 @@ def run_pipeline(args: argparse.Namespace) -> None:
     overrides = {"dataset.judge_noise": args.judge_noise, "rounds": args.rounds, **parse_set(args.set)}
     cfg = load_config(args.preset, args.config, overrides)
     report = run(cfg, args.out or f"runs/{cfg.name}", force=args.force, from_stage=args.from_stage, until=args.until)
+    comparison = report.parent / "eval" / "comparison.json"
+    if comparison.is_file():  # the headline: base -> Silkie on each benchmark
+        import json
+
+        from silkie.eval.compare import headline
+
+        lines = headline(json.loads(comparison.read_text()))
+        print("\n".join(["Silkie vs its base:", *(f"  {line}" for line in lines)]))
     if report.is_file():
         print(f"report: {report}")
 
