@@ -1,14 +1,9 @@
 """The VLFeedback dataset builder: a run folder or the release files -> a Hub-ready dataset repo.
 
-`datasets` no longer runs dataset scripts, so this builder is used to *write* the data: it streams
-rows through `datasets.GeneratorBasedBuilder` into size-split Parquet shards with the images
-embedded, and the card's YAML declares the two configs, so that `load_dataset(DIR)` (or
-`load_dataset("ORG/NAME")` once pushed) needs no code at all:
-
-    DIR/README.md                          card + `configs:`
-    DIR/data/default/train-*.parquet       one row per instruction, as in MMInstruction/VLFeedback
-    DIR/data/pairs/{train,test}-*.parquet  TRL's vision-preference format
-    DIR/build_report.json                  every flagged row and why
+`datasets` no longer runs dataset scripts, so the folder is written by `silkie.build.build` (Parquet
+shards with the images embedded, and a card whose YAML declares the two configs), and
+`load_dataset(DIR)` (or `load_dataset("ORG/NAME")` once pushed) needs no code at all. This file is
+its command line, and `VLFeedback`, the same rows behind `datasets`' builder interface:
 
     python vlfeedback_dataset.py build (--from RUN_DIR | --from-release JSONL --images ZIP_OR_DIR) --out DIR
     python vlfeedback_dataset.py push DIR --repo-id ORG/NAME [--private]
@@ -18,32 +13,41 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
-import shutil
 import sys
-import tempfile
-from pathlib import Path
 
 import datasets
 
 from silkie import InputError
+from silkie.build import build, pair_records, plan, source_rows
+from silkie.dataset import BuildReport, default_record
 from silkie.hub import CITATION
-from silkie.schema import FEATURES, assistant_turn, user_turn
+from silkie.schema import FEATURES
 
 
 class VLFeedbackConfig(datasets.BuilderConfig):
     def __init__(self, *, run_dir=None, release=None, images=None, pair_policy="silkie", weights=None,
-                 strict_ratings=False, judge_noise=0.0, test_fraction=0.005, split_seed=42, max_pixels=None,
-                 report=None, **kwargs):
+                 strict_ratings=False, judge_noise=0.0, max_pixels=None, report=None, **kwargs):
         super().__init__(**kwargs)
-        self.run_dir, self.release, self.images = run_dir, release, images
+        # one attribute per keyword: `datasets` sets them by name on a copy of the named config
+        self.run_dir, self.release, self.images, self.max_pixels = run_dir, release, images, max_pixels
         self.pair_policy, self.weights, self.strict_ratings = pair_policy, weights, strict_ratings
-        self.judge_noise, self.test_fraction, self.split_seed = judge_noise, test_fraction, split_seed
-        self.max_pixels = max_pixels
-        self.report = report  # a silkie.dataset.BuildReport the build fills in
+        self.judge_noise = judge_noise
+        self.report = report  # a silkie.dataset.BuildReport the `default` config fills in
+
+    @property
+    def source(self) -> dict:
+        return {"run_dir": self.run_dir, "release": self.release, "images": self.images, "max_pixels": self.max_pixels}
+
+    @property
+    def pairing(self) -> dict:
+        return {"policy": self.pair_policy, "weights": self.weights, "strict_ratings": self.strict_ratings,
+                "judge_noise": self.judge_noise}
 
 
 class VLFeedback(datasets.GeneratorBasedBuilder):
+    """`datasets` prepares each config and split on its own, so this reads the source once per split
+    (and once more to plan `pairs`); `build` reads it once in all."""
+
     BUILDER_CONFIG_CLASS = VLFeedbackConfig
     BUILDER_CONFIGS = [VLFeedbackConfig(name="default"), VLFeedbackConfig(name="pairs")]
     DEFAULT_CONFIG_NAME = "default"
@@ -54,108 +58,22 @@ class VLFeedback(datasets.GeneratorBasedBuilder):
                                     license="cc-by-nc-4.0")
 
     def _split_generators(self, dl_manager):
-        if self.config.name == "default":
-            return [datasets.SplitGenerator(datasets.Split.TRAIN, gen_kwargs={"split": "train"})]
-        return [datasets.SplitGenerator(datasets.Split.TRAIN, gen_kwargs={"split": "train"}),
-                datasets.SplitGenerator(datasets.Split.TEST, gen_kwargs={"split": "test"})]
-
-    def _rows(self, report):
-        from silkie.dataset import BuildReport, checked_rows, release_rows, run_rows
-
-        report = report if report is not None else BuildReport()
-        source = run_rows(self.config.run_dir, report) if self.config.run_dir else \
-            release_rows(self.config.release, self.config.images, report)
-        return checked_rows(source, report, self.config.max_pixels)
+        splits = ["train"] if self.config.name == "default" else ["train", "test"]
+        return [datasets.SplitGenerator(split, gen_kwargs={"split": split}) for split in splits]
 
     def _generate_examples(self, split):
-        from silkie.dataset import default_record
-
         if self.config.name == "default":
-            for row in self._rows(self.config.report):
+            for row in source_rows(self.config.report or BuildReport(), **self.config.source):
                 yield row["id"], default_record(row)
             return
-        plan, test_rows = self._plan
-        for index, row in enumerate(self._rows(None)):
-            if index not in plan or (index in test_rows) != (split == "test"):
-                continue
-            for n, pair in enumerate(plan[index]):
-                chosen, rejected = row["completions"][pair.chosen], row["completions"][pair.rejected]
-                yield f"{row['id']}#{n}", {
-                    "id": row["id"], "images": [row["image"]], "prompt": user_turn(row["prompt"]),
-                    "chosen": assistant_turn(chosen.get("response") or ""),
-                    "rejected": assistant_turn(rejected.get("response") or ""),
-                    "chosen_model": str(chosen["model"]), "rejected_model": str(rejected["model"]),
-                    "chosen_score": pair.chosen_score, "rejected_score": pair.rejected_score}
+        for index, row in enumerate(source_rows(BuildReport(), **self.config.source)):
+            if (index in self._plan.test) == (split == "test"):
+                for n, record in enumerate(pair_records(row, self._plan.pairs.get(index, ()))):
+                    yield f"{row['id']}#{n}", record
 
     @functools.cached_property
     def _plan(self):
-        """Pairs per row index (a first pass over ratings only), and the rows held out as test;
-        computed once for both splits."""
-        from silkie.dataset import BuildReport
-        from silkie.pairs import plan_pairs, row_from_completions
-
-        ids = []
-
-        def rows():
-            for row in self._rows(BuildReport()):
-                ids.append(row["id"])
-                yield row_from_completions(row["id"], row["completions"], self.config.strict_ratings,
-                                           usable=row["image"] is not None)
-
-        pairs, report = plan_pairs(rows(), self.config.pair_policy, self.config.weights, seed=self.config.split_seed,
-                                   judge_noise=self.config.judge_noise)
-        plan: dict[int, list] = {}
-        for pair in pairs:
-            plan.setdefault(pair.row, []).append(pair)
-        # Held out by row, not by pair, so no instruction is in both splits; at least one row.
-        def rank(i):
-            return hashlib.sha256(f"{self.config.split_seed}/{ids[i]}".encode()).hexdigest()
-        with_pairs = sorted(plan, key=rank)
-        n_test = max(1, round(self.config.test_fraction * len(with_pairs))) if len(with_pairs) > 1 else 0
-        self.pair_report = report
-        return plan, set(with_pairs[:n_test])
-
-
-def build(out: str | Path, run_dir=None, release=None, images=None, pair_policy="silkie", weights=None,
-          strict_ratings=False, judge_noise=0.0, max_shard_size="500MB", max_pixels=None, writer_batch_size=None):
-    """Write the dataset repo folder; returns (out, BuildReport, pair report summary).
-
-    Shards close once past `max_shard_size`, checked every `writer_batch_size` rows (a row group)."""
-    from silkie.dataset import BuildReport, write_report
-
-    if (run_dir is None) == (release is None):
-        raise InputError("build needs exactly one of --from RUN_DIR or --from-release JSONL")
-    for path in (run_dir, release, images):
-        if path is not None and not Path(path).exists():
-            raise InputError(f"no such file or folder: {path}")
-    out = Path(out)
-    report = BuildReport()
-    settings = dict(run_dir=run_dir and str(run_dir), release=release and str(release),
-                    images=images and str(images), pair_policy=pair_policy, weights=weights,
-                    strict_ratings=strict_ratings, judge_noise=judge_noise, max_pixels=max_pixels)
-    pair_summary = None
-    with tempfile.TemporaryDirectory() as scratch:
-        for config in ("default", "pairs"):
-            builder = VLFeedback(config_name=config, cache_dir=f"{scratch}/cache", hash="local",
-                                 writer_batch_size=writer_batch_size,
-                                 report=report if config == "default" else None, **settings)
-            prepared = Path(scratch) / config
-            builder.download_and_prepare(output_dir=str(prepared), file_format="parquet",
-                                         max_shard_size=max_shard_size)
-            target = out / "data" / config
-            shutil.rmtree(target, ignore_errors=True)
-            target.mkdir(parents=True)
-            for split in builder.info.splits:
-                shards = sorted(prepared.glob(f"{builder.dataset_name}-{split}*.parquet"))
-                for i, shard in enumerate(shards):
-                    shutil.move(shard, target / f"{split}-{i:05d}-of-{len(shards):05d}.parquet")
-            if config == "pairs":
-                pair_summary = builder.pair_report.summary()
-    write_report(report, out / "build_report.json")
-    from silkie.hub import write_dataset_card
-
-    write_dataset_card(out, report, pair_summary, settings)
-    return out, report, pair_summary
+        return plan(source_rows(BuildReport(), **self.config.source), **self.config.pairing)
 
 
 def main(argv=None) -> int:

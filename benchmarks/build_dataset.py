@@ -1,9 +1,12 @@
 """The dataset builder on synthetic VLFeedback-shaped release files, against the obvious baseline.
 
-For 5K and 20K rows (4 responses of ~150 words, 336-px JPEGs in a zip): rows/s and peak RSS of
-`vlfeedback_dataset.py build` (the `default` config) and of `Dataset.from_list(rows).to_parquet`
-on the same rows, each in a fresh process. Then the time to plan `silkie` pairs for 80K rows.
-Prints one JSON line. Goal: builder RSS flat in the row count (< 1 GiB at 20K), throughput >= baseline.
+For 5K and 20K rows (4 responses of ~150 words, 336-px JPEGs in a zip), each job in a fresh process:
+- `build`: the whole `silkie.build.build` (default + pairs + ratings + card): rows/s, peak RSS, and how
+  many times each image was read from the zip (1: the source is read once);
+- `builder`: `vlfeedback_dataset.VLFeedback`'s `default` config alone, against
+- `baseline`: `Dataset.from_list(rows).to_parquet` on the same rows.
+Then the time to plan `silkie` pairs for 80K rows. Prints one JSON line.
+Goal: RSS flat in the row count (< 1 GiB at 20K), builder throughput >= baseline.
 """
 
 import io
@@ -44,6 +47,20 @@ def write_release(folder: Path, n: int) -> tuple[Path, Path]:
     return jsonl, archive
 
 
+def run_build(jsonl: str, archive: str, out: str) -> dict:
+    from silkie.build import build
+
+    reads, read = [0], zipfile.ZipFile.read
+
+    def counted(self, *args, **kwargs):
+        reads[0] += 1
+        return read(self, *args, **kwargs)
+
+    zipfile.ZipFile.read = counted
+    _, report, _ = build(f"{out}/built", release=jsonl, images=archive)
+    return {"image_reads_per_row": round(reads[0] / report.counts["rows"], 2)}
+
+
 def run_builder(jsonl: str, archive: str, out: str) -> None:
     from silkie.dataset import BuildReport
     from vlfeedback_dataset import VLFeedback
@@ -79,8 +96,8 @@ def measure(kind: str, jsonl: Path, archive: Path, n: int) -> dict:
         seconds = time.perf_counter() - start
         if result.returncode:
             raise RuntimeError(result.stderr[-2000:])
-        peak_mib = json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mib"]
-    return {"rows_per_s": round(n / seconds, 1), "peak_rss_mib": peak_mib}
+        measured = json.loads(result.stdout.strip().splitlines()[-1])
+    return {"rows_per_s": round(n / seconds, 1), **measured}
 
 
 def main() -> dict:
@@ -90,6 +107,7 @@ def main() -> dict:
     with tempfile.TemporaryDirectory() as folder:
         for n in (5000, 20000):
             jsonl, archive = write_release(Path(folder), n)
+            figures[f"build_{n}"] = measure("build", jsonl, archive, n)
             figures[f"builder_{n}"] = measure("builder", jsonl, archive, n)
             figures[f"baseline_{n}"] = measure("baseline", jsonl, archive, n)
     rng = random.Random(1)
@@ -106,7 +124,8 @@ def main() -> dict:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1:
-        {"builder": run_builder, "baseline": run_baseline}[sys.argv[1]](*sys.argv[2:5])
-        print(json.dumps({"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
+        extra = {"build": run_build, "builder": run_builder, "baseline": run_baseline}[sys.argv[1]](*sys.argv[2:5])
+        print(json.dumps({"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                          **(extra or {})}))
     else:
         print(json.dumps(main()))

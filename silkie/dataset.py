@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from silkie import InputError
-from silkie.schema import ASPECTS, rating_value, raw_rating
+from silkie.ratings import MISSING, classify
+from silkie.schema import ASPECTS, raw_rating
 
 EXPECTED_COMPLETIONS = 4
 
@@ -168,8 +169,10 @@ def checked_rows(rows: Iterator[SourceRow], report: BuildReport, max_pixels: int
         for completion in row["completions"]:
             for aspect in ASPECTS:
                 raw = raw_rating(completion, aspect)
-                if rating_value(raw) is None:
-                    kind = "out_of_range_ratings" if str(raw).strip().lstrip("-").isdigit() else "non_numeric_ratings"
+                kind = classify(raw)  # the rating summary's rule, so the card's two counts agree
+                if not isinstance(kind, int):
+                    kind = "missing_ratings" if kind == MISSING else \
+                        "out_of_range_ratings" if str(raw).strip().lstrip("-").isdigit() else "non_numeric_ratings"
                     report.counts[kind] += 1
                     report.flagged.append({"id": row["id"], "reason": f"{aspect} rating {raw!r} of "
                                            f"{completion.get('model')} is {kind[:-8].replace('_', ' ')}"})
@@ -209,31 +212,3 @@ def _full_annotations(annotations) -> dict:
 
 def write_report(report: BuildReport, path: Path) -> None:
     path.write_text(json.dumps(report.to_json(), indent=1, ensure_ascii=False) + "\n")
-
-
-
-def rating_statistics(default_parquet: list[Path]) -> dict:
-    """Rating shares per aspect, mean rating per model and aspect, and counts of sources and models,
-    read from built `default` shards (text columns only: images are never loaded)."""
-    import pyarrow.parquet as pq
-
-    shares = {aspect: Counter() for aspect in ASPECTS}
-    sums: dict[str, dict[str, list[float]]] = {}
-    sources, models, rows = Counter(), Counter(), 0
-    for path in default_parquet:
-        table = pq.read_table(path, columns=["completions", "source"])
-        for row in table.to_pylist():
-            rows += 1
-            sources[row["source"]] += 1
-            completions = row["completions"]
-            for model, annotation in zip(completions["model"], completions["annotations"]):
-                models[model] += 1
-                for aspect in ASPECTS:
-                    value = rating_value(annotation[aspect]["Rating"])
-                    shares[aspect][str(value) if value else "invalid"] += 1
-                    if value:
-                        sums.setdefault(model, {a: [0.0, 0] for a in ASPECTS})[aspect][0] += value
-                        sums[model][aspect][1] += 1
-    means = {m: {a: round(s / n, 2) if n else None for a, (s, n) in per.items()} for m, per in sorted(sums.items())}
-    return {"rows": rows, "sources": dict(sources.most_common()), "models": dict(models.most_common()),
-            "rating_shares": {a: dict(sorted(c.items())) for a, c in shares.items()}, "model_means": means}

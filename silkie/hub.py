@@ -63,12 +63,16 @@ def run_judge(run_dir: str | Path) -> dict:
     return {}
 
 
-def write_dataset_card(out: Path, report, pair_summary: dict | None, settings: dict, repo: str | None = None) -> Path:
+def write_dataset_card(out: Path, settings: dict, repo: str | None = None) -> Path:
+    """README.md of a built folder, rendered from the files the build left there: card_stats.json (rows,
+    sources, models, pairs), ratings.json (the rating summary, silkie/ratings.py) and build_report.json."""
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    from silkie.dataset import rating_statistics
+    from silkie.ratings import load
 
-    stats = rating_statistics(sorted((out / "data" / "default").glob("*.parquet")))
+    saved = json.loads((out / "card_stats.json").read_text())
+    stats, summary, ratings = saved["statistics"], saved["pairs"] or {}, load(out / "ratings.json")
+    flagged = json.loads((out / "build_report.json").read_text())["counts"]
     settings = {**settings, "judge": run_judge(settings["run_dir"]) if settings.get("run_dir") else {}}
     pair_counts = {split: _parquet_rows(out / "data" / "pairs", split) for split in ("train", "test")}
     configs = [{"config_name": "default", "data_files": [{"split": "train", "path": "data/default/train-*"}]},
@@ -79,28 +83,29 @@ def write_dataset_card(out: Path, report, pair_summary: dict | None, settings: d
         task_categories=["image-text-to-text", "visual-question-answering"],
         tags=["vlfeedback", "silkie", "ai-feedback", "preference", "dpo", "multimodal"],
         source_datasets=sorted(stats["sources"]), configs=configs, dataset_info=_dataset_info(out))
-    responses = max(sum(stats["models"].values()), 1)
-    shares = [[aspect] + [f"{100 * stats['rating_shares'][aspect].get(k, 0) / responses:.1f}%"
-                          for k in ("1", "2", "3", "4", "5", "invalid")] for aspect in ASPECTS]
-    means = [[model] + [per[a] for a in ASPECTS] for model, per in stats["model_means"].items()]
-    summary = pair_summary or {}
+    shares = [[aspect, *(f"{100 * a['shares'][k]:.1f}%" for k in a["shares"]), a["missing"], a["invalid"]]
+              for aspect, a in ratings["aspects"].items()]
+    means = [[model, *(_two(v["aspects"][a]["mean"]) for a in ASPECTS)] for model, v in ratings["models"].items()]
     card = DatasetCard.from_template(
         data, template_path=str(RESOURCES / "cards" / "dataset_card.md"),
-        pretty_name="VLFeedback", per_row=round(responses / max(stats["rows"], 1)),
+        pretty_name="VLFeedback", per_row=round(ratings["responses"] / max(stats["rows"], 1)),
         pair_policy=settings.get("pair_policy", "silkie"), judge_noise=settings.get("judge_noise") or 0,
         provenance=_provenance(settings, stats), rows=stats["rows"], pairs=sum(pair_counts.values()),
         pairs_train=pair_counts["train"], pairs_test=pair_counts["test"],
-        rating_table=_table(["aspect", "1", "2", "3", "4", "5", "invalid"], shares),
+        rating_table=_table(["aspect", "1", "2", "3", "4", "5", "missing", "invalid"], shares),
         model_table=_table(["model", *ASPECTS], means),
         length_ratio=summary.get("chosen_rejected_length_ratio"), mean_margin=summary.get("mean_margin"),
         win_rates=", ".join(f"{m} {r:.0%}" for m, r in summary.get("win_rate", {}).items()) or "none",
-        flagged=", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(report.counts.items()) if k != "rows")
-        or "none",
+        flagged=", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(flagged.items()) if k != "rows") or "none",
         repo=repo or "ORG/VLFeedback", judge=settings["judge"].get("name"), citation=CITATION)
     path = out / "README.md"
     card.save(path)
-    (out / "card_stats.json").write_text(json.dumps({"statistics": stats, "pairs": summary}, indent=1) + "\n")
     return path
+
+
+def _two(mean: float | None) -> float | None:
+    """A mean as the card shows it, to two places (the summary keeps three)."""
+    return None if mean is None else round(mean, 2)
 
 
 def _dataset_info(out: Path) -> list[dict]:

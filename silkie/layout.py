@@ -3,7 +3,7 @@
     RUN/config.yaml, stages.json            the resolved config; the stage ledger
     RUN/instructions.jsonl, images/         collect (collect_skipped.jsonl: what it passed over)
     RUN/completions.jsonl, cache.sqlite     generate (completions.shard-I-of-N.jsonl when sharded)
-    RUN/annotations.jsonl, judge_report.*   annotate (judge_config.yaml: the judge's resolved config)
+    RUN/annotations.jsonl, judge_report.*   annotate (.md to read, .json with the rating summary; judge_config.yaml)
     RUN/vlfeedback/                         dataset: `default` + `pairs`, `load_dataset(RUN/vlfeedback)`
     RUN/baselines/NAME/{vlfeedback,train}/  a baseline's own pairs and training
     RUN/train/adapter/, train/merged/       Silkie's LoRA adapter; the base with it merged (later rounds)
@@ -65,7 +65,7 @@ class RunLayout:
     # what each stage writes, relative to its round's folder: removed before the stage is redone afresh
     OUTPUTS = {"collect": ("instructions.jsonl", "images", "collect_skipped.jsonl"),
                "generate": ("completions.jsonl", "completions.shard-*", "cache.sqlite"),
-               "annotate": ("annotations.jsonl", "judge_report.md", "judge_config.yaml"),
+               "annotate": ("annotations.jsonl", "judge_report.md", "judge_report.json", "judge_config.yaml"),
                "dataset": ("vlfeedback", "baselines/*/vlfeedback"),
                "train": ("train", "baselines/*/train"),
                "stats": ("stats",),

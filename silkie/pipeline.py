@@ -365,7 +365,7 @@ class Stages:
         return {"annotations": _count_lines(folder.annotations), "judge": a.judge}
 
     def _build(self, r: int, out: Path, pair_policy: str) -> dict:
-        from vlfeedback_dataset import build
+        from silkie.build import build
 
         d = self.cfg.dataset
         _, report, pairs = build(out, run_dir=self.folder(r).root, pair_policy=pair_policy, weights=d.weights,

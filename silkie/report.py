@@ -1,14 +1,14 @@
 """RUN/report.md: one page on what a `silkie run` did and what it showed.
 
-Built only from the files the stages left in the run folder (the ledger, the judge report, the
-dataset's build and pair reports, the training metrics, the comparisons, the stats), so it can be
-rebuilt at any time and never says more than the files do.
+Built only from the JSON files the stages left in the run folder (the ledger, judge_report.json with
+its rating summary, the dataset's build and pair reports, the training metrics, the comparisons, the
+stats), so it can be rebuilt at any time and never says more than the files do. It reads no Markdown:
+the judge sections are drawn from judge_report.json by the judge report's own `sections`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from silkie.eval.compare import markdown
@@ -25,12 +25,6 @@ def _stage_table(stages: dict) -> list[str]:
             rows.append(f"| {name} | {entry.get('seconds', '') if entry.get('state') == 'done' else 'unfinished'} |")
     total = sum(entry.get("seconds", 0) for entry in stages.values())
     return rows + [f"| total | {total:.0f} |"]
-
-
-def _section(text: str, heading: str) -> str:
-    """One `## heading` section of a markdown file, without its heading."""
-    match = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
-    return match.group(1).strip() if match else ""
 
 
 def _training(folder: Path, name: str) -> list[str]:
@@ -64,11 +58,13 @@ def write_report(run: str | Path, cfg, stages: dict) -> Path:
               f"- Instructions: {collect.get('instructions')} from {', '.join(map(str, cfg.collect.sources))}",
               f"- Completions: {generate.get('completions')} from pool `{cfg.generate.pool}`",
               f"- Judge: `{cfg.annotate.judge}`", ""]
-    judge = (run / "judge_report.md").read_text() if (run / "judge_report.md").is_file() else ""
-    for heading in ("Parsing", "Position bias", "Ratings by aspect", "Mean rating by model"):
-        body = _section(judge, heading)
-        if body:
-            parts += [f"### Judge: {heading.lower()}", "", body, ""]
+    judge = _json(run / "judge_report.json")
+    if judge:
+        from silkie.feedback.report import sections
+
+        drawn = sections(judge)
+        for heading in ("Parsing", "Position bias", "Ratings by aspect", "Mean rating by model"):
+            parts += [f"### Judge: {heading.lower()}", "", drawn[heading], ""]
 
     dataset = stages.get("dataset", {}).get("summary", {})
     parts += ["## Preference pairs", "",

@@ -6,15 +6,16 @@ Three reports, as in the Silkie paper plus the pair report:
 - the preference pairs: pairs per policy, score margins, chosen/rejected length ratio, win rate by model.
 
 Only text columns are read (images never are), through `datasets` in streaming mode, so a Hub id and a
-built folder take the same path and nothing is cached. A rating that is not a whole number from 1 to 5
-is never counted as a rating: it is `missing` (absent or empty, e.g. a skipped annotation) or `invalid`
-(written but unreadable, e.g. "N/A" or "10"), and both are counted beside the shares.
+built folder take the same path and nothing is cached. The ratings are counted by `silkie/ratings.py`
+(written as ratings.json), whose rule the card and the judge report share: a rating that is not a whole
+number from 1 to 5 is never counted as one, but as `missing` (nothing written) or `invalid` (written but
+unreadable, e.g. "N/A" or "10"), both shown beside the shares.
 
 Pairs: the pair statistics come from `silkie/pairs.py`. When the dataset has a `pairs` config, its
 rows are what the report describes; without one (e.g. the Hub release), the report describes the pairs
 the `silkie` policy would make from the ratings, and says so. Either way, "pairs per policy" plans each
 policy of `POLICIES` on the ratings (images are not checked there, so a row whose image is unusable still
-counts). Writes stats.json, stats.md and the PNG figures into the output folder.
+counts). Writes stats.json, stats.md, ratings.json and the PNG figures into the output folder.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from collections import Counter
 from pathlib import Path
 
 from silkie import InputError, one_line
-from silkie.schema import ASPECTS, rating_value, raw_rating
+from silkie.ratings import SCALE
+from silkie.schema import ASPECTS
 
 POLICIES = ("silkie", "margin:1", "maxmin", "best-vs-random", "longest")
 FIGURES = {"score_distribution": "score_distribution.png", "model_comparison": "model_comparison.png",
            "pair_margins": "pair_margins.png", "win_rate": "win_rate.png"}
-RATINGS = ("1", "2", "3", "4", "5")
+RATINGS = SCALE  # "1".."5", the keys of the summary's counts and shares
 RATING_COLORS = ("#d7191c", "#fdae61", "#fee08b", "#a6d96a", "#1a9641")  # ColorBrewer RdYlGn: bad red, good green
 ASPECT_COLORS = {"Helpfulness": "#4c72b0", "Ethical Considerations": "#55a868", "Visual Faithfulness": "#dd8452",
                  "overall": "#555555"}
@@ -39,14 +41,17 @@ ASPECT_COLORS = {"Helpfulness": "#4c72b0", "Ethical Considerations": "#55a868", 
 def stats(dataset: str | Path, out: str | Path, policies=POLICIES) -> dict:
     """Read a dataset (a built folder or a Hub id, `ID@REVISION` allowed), write stats.json, stats.md and
     the figures into `out`, and return what stats.json holds."""
+    from silkie.ratings import write
+
     result = compute(dataset, policies)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    write(result.pop("ratings"), out / "ratings.json")  # stats.json shows its aspects and means
     result["figures"] = draw(result, out)
     result["summary"] = {"rows": result["rows"], "responses": result["responses"], "models": len(result["models"]),
                          "pairs": result["pairs"]["pairs"],
                          "pairs_from": "pairs config" if result["pairs"]["splits"] is not None else "planned",
-                         "files": ["stats.json", "stats.md", *result["figures"].values()]}
+                         "files": ["stats.json", "stats.md", "ratings.json", *result["figures"].values()]}
     (out / "stats.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     (out / "stats.md").write_text(markdown(result))
     return result
@@ -106,18 +111,18 @@ def _words(messages) -> int:
 
 
 def compute(dataset: str | Path, policies=POLICIES):
-    """The numbers of stats.json (figures aside)."""
+    """The numbers of stats.json (figures aside), plus `ratings`: the rating summary its rating tables
+    come from, which `stats` writes apart as ratings.json."""
     from tqdm.auto import tqdm
 
     from silkie.dataset import completions_list
     from silkie.pairs import PairReport, plan_pairs, row_from_completions
+    from silkie.ratings import RatingSummary, means
 
     configs = _configs(dataset)
     if "default" not in configs:
         raise InputError(f"{dataset} has no 'default' config (found: {', '.join(configs) or 'none'})")
-    counts = {aspect: Counter() for aspect in ASPECTS}
-    sums: dict[str, Counter] = {}  # model -> {key: total, key + "#": count}
-    sources, responses, rows = Counter(), Counter(), []
+    ratings, sources, rows = RatingSummary(), Counter(), []
     for split, stream in _streams(dataset, "default", ["id", "completions", "source"]).items():
         for row in tqdm(stream, desc=f"reading default/{split}", unit=" rows", disable=None):  # shown on a terminal
             if row.get("source"):
@@ -125,37 +130,14 @@ def compute(dataset: str | Path, policies=POLICIES):
             completions = completions_list(row.get("completions") or [])
             rows.append(row_from_completions(str(row.get("id")), completions))
             for completion in completions:
-                model = str(completion.get("model"))
-                responses[model] += 1
-                tally = sums.setdefault(model, Counter())
-                values = []
-                for aspect in ASPECTS:
-                    raw = raw_rating(completion, aspect)
-                    value = rating_value(raw)
-                    values.append(value)
-                    if value is None:
-                        counts[aspect]["missing" if raw is None or not str(raw).strip() else "invalid"] += 1
-                        continue
-                    counts[aspect][str(value)] += 1
-                    tally[aspect] += value
-                    tally[aspect + "#"] += 1
-                if None not in values:  # overall: the pair score (unweighted mean) of fully rated responses
-                    tally["overall"] += sum(values) / len(values)
-                    tally["overall#"] += 1
+                ratings.add(completion.get("model"), completion.get("annotations"))
 
-    result = {"dataset": str(dataset), "configs": configs, "rows": len(rows), "responses": sum(responses.values()),
-              "sources": dict(sources.most_common()), "aspects": {}, "models": {}}
-    for aspect, counter in counts.items():
-        rated = sum(counter[k] for k in RATINGS)
-        result["aspects"][aspect] = {
-            "counts": {k: counter[k] for k in RATINGS},
-            "shares": {k: round(counter[k] / rated, 4) if rated else 0.0 for k in RATINGS},
-            "mean": round(sum(int(k) * counter[k] for k in RATINGS) / rated, 3) if rated else None,
-            "rated": rated, "missing": counter["missing"], "invalid": counter["invalid"]}
-    for model, tally in sorted(sums.items()):
-        means = {key: round(tally[key] / tally[key + "#"], 3) if tally[key + "#"] else None
-                 for key in (*ASPECTS, "overall")}
-        result["models"][model] = {"responses": responses[model], **means}
+    summary = ratings.to_json()
+    result = {"dataset": str(dataset), "configs": configs, "rows": len(rows), "responses": summary["responses"],
+              "sources": dict(sources.most_common()), "aspects": summary["aspects"],
+              "models": {m: {"responses": summary["models"][m]["responses"], **per}
+                         for m, per in means(summary).items()},
+              "ratings": summary}
 
     built_policy = _built_policy(dataset)
     result["policies"], planned = {}, {}

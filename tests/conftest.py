@@ -63,7 +63,7 @@ def scene_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def built_dataset(scene_run):
     """The scene run built into a Hub-ready dataset folder once per session."""
-    from vlfeedback_dataset import build
+    from silkie.build import build
 
     out, _, _ = build(scene_run / "vlfeedback", run_dir=scene_run)
     return out

@@ -10,8 +10,9 @@ import pytest
 from datasets import load_dataset
 from PIL import Image
 
+from silkie.build import build
 from silkie.schema import ASPECTS, FEATURES
-from vlfeedback_dataset import build, main
+from vlfeedback_dataset import main
 
 
 def test_run_folder_builds_and_loads_with_declared_features(built_dataset):
@@ -169,3 +170,31 @@ def test_shards_split_by_size_and_load_as_one(scene_run, tmp_path):
     shards = sorted((out / "data" / "default").glob("train-*.parquet"))
     assert len(shards) > 1 and shards[-1].name.endswith(f"-of-{len(shards):05d}.parquet")
     assert len(load_dataset(str(out), split="train")) == 40
+
+
+def test_the_source_is_read_once(release, tmp_path, monkeypatch):
+    """One pass over the release: each image is read (and checked) once, for `default`, pairs and card alike."""
+    import silkie.dataset
+
+    jsonl, archive = release
+    passes, reads, read, rows = [], [], zipfile.ZipFile.read, silkie.dataset.release_rows
+    monkeypatch.setattr(silkie.dataset, "release_rows", lambda *a: passes.append(1) or rows(*a))
+    monkeypatch.setattr(zipfile.ZipFile, "read", lambda self, name, *a: reads.append(name) or read(self, name, *a))
+    _, report, pairs = build(tmp_path / "out", release=jsonl, images=archive, max_pixels=10_000_000)
+    assert len(passes) == 1 and pairs["pairs"] > 0
+    assert sorted(reads) == sorted(set(reads)) and len(reads) == 7  # every row with an image in the zip
+
+
+def test_the_datasets_builder_writes_what_build_writes(release, tmp_path):
+    """`vlfeedback_dataset.VLFeedback`, the same rows behind `datasets`' builder interface, byte for byte."""
+    from vlfeedback_dataset import VLFeedback
+
+    jsonl, archive = release
+    out, _, _ = build(tmp_path / "out", release=jsonl, images=archive, max_pixels=10_000_000)
+    for config in ("default", "pairs"):
+        builder = VLFeedback(config_name=config, cache_dir=str(tmp_path / "cache"), hash="test", release=str(jsonl),
+                             images=str(archive), max_pixels=10_000_000)
+        builder.download_and_prepare(output_dir=str(tmp_path / config), file_format="parquet")
+        for split in builder.info.splits:
+            [shard] = (tmp_path / config).glob(f"*-{split}.parquet")
+            assert shard.read_bytes() == (out / "data" / config / f"{split}-00000-of-00001.parquet").read_bytes()

@@ -106,3 +106,27 @@ def test_silkie_annotate_command(tmp_path, capsys):
     assert (root / "judge_report.md").exists()
     assert main(["annotate", *files, "--out", str(root / "a.jsonl"), "--judge", "scene", "--swap-check", "2"]) == 2
     assert "swap_check is a share of items" in capsys.readouterr().err
+
+
+def test_run_report_draws_the_judge_sections_from_json(tmp_path):
+    """The run report reads judge_report.json, never judge_report.md: with the Markdown gone it still shows
+    every judge section, exactly as the judge report draws it."""
+    from types import SimpleNamespace
+
+    from silkie.feedback.report import sections
+    from silkie.report import write_report
+
+    root, _ = scene_run(tmp_path, 10)
+    annotate(root / "instructions.jsonl", root / "completions.jsonl", root / "annotations.jsonl", judge="scene",
+             overrides={"swap_check": 1.0}, progress=False)
+    figures = json.loads((root / "judge_report.json").read_text())
+    assert figures["ratings"]["models"]["good"]["responses"] == 9 and figures["position_bias"]["swapped"] == 9
+    (root / "judge_report.md").unlink()
+    cfg = SimpleNamespace(name="t", seed=0, collect=SimpleNamespace(sources=["mini"]),
+                          generate=SimpleNamespace(pool="mini"), annotate=SimpleNamespace(judge="scene"),
+                          dataset=SimpleNamespace(judge_noise=0), baselines=[], rounds=1)
+    text = write_report(root, cfg, {}).read_text()
+    drawn = sections(figures)
+    for heading in ("Parsing", "Position bias", "Ratings by aspect", "Mean rating by model"):
+        assert f"### Judge: {heading.lower()}\n\n{drawn[heading]}\n" in text, heading
+    assert "| good | 9 | 5.00 | 5.00 | 5.00 |" in text and "Ratings unchanged: 100.0%" in text

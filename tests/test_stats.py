@@ -145,3 +145,53 @@ def test_cli_writes_the_report_and_refuses_a_missing_dataset(built_dataset, tmp_
     (tmp_path / "empty").mkdir()
     assert main(["stats", "--dataset", str(tmp_path / "empty"), "--out", str(tmp_path / "t")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_card_stats_and_judge_report_count_ratings_alike(tmp_path):
+    """One annotations set with a missing aspect, an empty rating, "4/5" and "10": the dataset card, stats.json
+    and the judge report all show the same counts, missing and invalid apart (the rule of silkie/ratings.py)."""
+    import io
+    import zipfile
+
+    from silkie.build import build
+    from silkie.feedback.report import write_report
+
+    def cells(ratings):  # None: the aspect is absent
+        return {a: {"Rating": r, "Rationale": "because"} for a, r in zip(ASPECTS, ratings) if r is not None}
+
+    rated = {"r0": [("m1", "5 5 5"), ("m2", "4/5 4 3"), ("m3", "2 - 1"), ("m4", "3 3 3")],
+             "r1": [("m1", "4 4 4"), ("m2", "2 2 ''"), ("m3", "10 5 5"), ("m4", "5 - 5")]}
+    release, annotations = tmp_path / "release.jsonl", tmp_path / "annotations.jsonl"
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), "red").save(buffer, format="JPEG")
+    with open(release, "w") as rows, open(annotations, "w") as judged, zipfile.ZipFile(tmp_path / "i.zip", "w") as z:
+        for row_id, responses in rated.items():
+            completions = [{"annotations": cells([{"-": None, "''": ""}.get(r, r) for r in written.split()]),
+                            "model": m, "response": "An answer."} for m, written in responses]
+            rows.write(json.dumps({"id": row_id, "prompt": "Describe.", "completions": completions}) + "\n")
+            judged.write(json.dumps({"id": row_id, "models": [m for m, _ in responses],
+                                     "annotations": [c["annotations"] for c in completions], "error": None,
+                                     "judge": {"name": "hand", "prompt_version": "v1", "order": [0, 1, 2, 3]}}) + "\n")
+            z.writestr(f"merged_images/{row_id}.jpg", buffer.getvalue())
+    built, _, _ = build(tmp_path / "built", release=release, images=tmp_path / "i.zip")
+    result = stats(built, tmp_path / "stats")
+    write_report(annotations, tmp_path / "judge_report.md")
+
+    expected = {"Helpfulness": ({"1": 0, "2": 2, "3": 1, "4": 1, "5": 2}, 0, 2),  # "4/5" and "10" invalid
+                "Ethical Considerations": ({"1": 0, "2": 1, "3": 1, "4": 2, "5": 2}, 2, 0),  # two aspects absent
+                "Visual Faithfulness": ({"1": 1, "2": 0, "3": 2, "4": 1, "5": 3}, 1, 0)}  # "" is missing
+    card_summary = json.loads((built / "ratings.json").read_text())
+    judge = json.loads((tmp_path / "judge_report.json").read_text())
+    for summary in (card_summary, judge["ratings"], json.loads((tmp_path / "stats" / "ratings.json").read_text())):
+        assert summary == card_summary
+    card, judge_md = (built / "README.md").read_text(), (tmp_path / "judge_report.md").read_text()
+    for aspect, (counts, missing, invalid) in expected.items():
+        entry = result["aspects"][aspect]
+        assert (entry["counts"], entry["missing"], entry["invalid"]) == (counts, missing, invalid), aspect
+        assert card_summary["aspects"][aspect] == entry
+        shares = " | ".join(f"{100 * n / sum(counts.values()):.1f}%" for n in counts.values())
+        assert f"| {aspect} | {shares} | {missing} | {invalid} |" in card, aspect
+        assert f"| {aspect} | {' | '.join(map(str, counts.values()))} | {missing} | {invalid} |" in judge_md, aspect
+    assert result["models"]["m2"]["Helpfulness"] == 2.0 and result["models"]["m2"]["overall"] is None  # none whole
+    assert result["models"]["m1"]["overall"] == 4.5
+    assert "| m2 | 2 | 2.00 | 3.00 | 3.00 |" in judge_md and "| m2 | 2.0 | 3.0 | 3.0 |" in card

@@ -1,0 +1,194 @@
+"""Build a Hub-ready VLFeedback folder from a run folder or the release files, reading the source once.
+
+    OUT/README.md                          card + `configs:` (so `load_dataset(OUT)` needs no code)
+    OUT/data/default/train-*.parquet       one row per instruction, as in MMInstruction/VLFeedback
+    OUT/data/pairs/{train,test}-*.parquet  TRL's vision-preference format
+    OUT/build_report.json                  every flagged row and why
+    OUT/ratings.json                       the rating summary of `default` (silkie/ratings.py)
+    OUT/card_stats.json                    rows, sources and models, and the pair report
+
+One pass over the source (`silkie/dataset.py` reads and checks the rows, images included) writes
+`default`, counts the ratings and hands each row's ratings to the pair planner. Pairs need the whole
+plan first (the test rows are ranked over all rows, judge noise is seeded over all pairs), so they
+are written in a second pass over the `default` shards just written, which already hold the checked
+rows and their images: the run's records and images are never read or checked twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from silkie import InputError
+from silkie.schema import FEATURES, assistant_turn, user_turn
+
+TEST_FRACTION, SPLIT_SEED = 0.005, 42  # pairs held out by instruction; the seed also seeds the policies
+
+
+def source_rows(report, run_dir=None, release=None, images=None, max_pixels=None) -> Iterator[dict]:
+    """Checked `default` rows (images read and checked) of a run folder or the release files."""
+    from silkie.dataset import checked_rows, release_rows, run_rows
+
+    rows = run_rows(run_dir, report) if run_dir else release_rows(release, images, report)
+    return checked_rows(rows, report, max_pixels)
+
+
+@dataclass
+class PairPlan:
+    pairs: dict  # row index -> [pairs.Pair]
+    test: set  # row indices held out as the test split
+    report: object  # pairs.PairReport
+
+
+def plan(rows: Iterable[dict], policy="silkie", weights=None, strict_ratings=False, judge_noise=0.0) -> PairPlan:
+    """Plan the pairs on ratings alone, consuming `rows` (checked rows) once."""
+    from silkie.pairs import plan_pairs, row_from_completions
+
+    ids = []
+
+    def ratings():
+        for row in rows:
+            ids.append(row["id"])
+            yield row_from_completions(row["id"], row["completions"], strict_ratings, usable=row["image"] is not None)
+
+    pairs, report = plan_pairs(ratings(), policy, weights, seed=SPLIT_SEED, judge_noise=judge_noise)
+    by_row: dict[int, list] = {}
+    for pair in pairs:
+        by_row.setdefault(pair.row, []).append(pair)
+    # Held out by row, not by pair, so no instruction is in both splits; at least one row.
+    ranked = sorted(by_row, key=lambda i: hashlib.sha256(f"{SPLIT_SEED}/{ids[i]}".encode()).hexdigest())
+    n_test = max(1, round(TEST_FRACTION * len(ranked))) if len(ranked) > 1 else 0
+    return PairPlan(by_row, set(ranked[:n_test]), report)
+
+
+def pair_records(row: dict, pairs: list) -> Iterator[dict]:
+    """The `pairs` records of one row (completions row- or column-wise)."""
+    from silkie.dataset import completions_list
+
+    completions = completions_list(row["completions"])
+    for pair in pairs:
+        chosen, rejected = completions[pair.chosen], completions[pair.rejected]
+        yield {"id": row["id"], "images": [row["image"]], "prompt": user_turn(row["prompt"]),
+               "chosen": assistant_turn(chosen.get("response") or ""),
+               "rejected": assistant_turn(rejected.get("response") or ""),
+               "chosen_model": str(chosen["model"]), "rejected_model": str(rejected["model"]),
+               "chosen_score": pair.chosen_score, "rejected_score": pair.rejected_score}
+
+
+class Shards:
+    """One split's Parquet shards, written with `datasets`' own writer (features encoded, images embedded)
+    and cut as `download_and_prepare` cuts them: a new shard once the current one is past `max_bytes`,
+    checked before each row, so it is measured every `batch_size` rows (a row group)."""
+
+    def __init__(self, folder: Path, split: str, config: str, max_bytes: int, batch_size: int | None):
+        self.folder, self.split, self.features = folder, split, FEATURES[config]
+        self.max_bytes, self.batch_size = max_bytes, batch_size
+        self.paths: list[Path] = []
+        self.writer = None
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def _open(self) -> None:
+        from datasets.arrow_writer import ParquetWriter
+
+        self.paths.append(self.folder / f".{self.split}-{len(self.paths):05d}")
+        self.writer = ParquetWriter(features=self.features, path=str(self.paths[-1]),
+                                    writer_batch_size=self.batch_size, embed_local_files=True)
+
+    def _finish(self) -> None:
+        self.writer.finalize()
+        self.writer.close()
+
+    def write(self, record: dict) -> None:
+        if self.writer is None:
+            self._open()
+        elif self.writer._num_bytes > self.max_bytes:  # the measure `datasets`' builder cuts by
+            self._finish()
+            self._open()
+        self.writer.write(self.features.encode_example(record))
+
+    def close(self) -> list[Path]:
+        if self.writer is None:
+            self._open()  # an empty split still gets its one (empty) shard, as `datasets` writes it
+        self._finish()
+        n = len(self.paths)
+        self.paths = [p.rename(self.folder / f"{self.split}-{i:05d}-of-{n:05d}.parquet")
+                      for i, p in enumerate(self.paths)]
+        return self.paths
+
+
+def _written_rows(paths: list[Path]) -> Iterator[dict]:
+    import pyarrow.parquet as pq
+
+    columns = ["id", "prompt", "completions", "image"]
+    for path in paths:
+        # pre_buffer (pyarrow's default) reads a whole shard's columns ahead: memory would grow with the shard
+        for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=64, columns=columns):
+            yield from batch.to_pylist()
+
+
+def build(out: str | Path, run_dir=None, release=None, images=None, pair_policy="silkie", weights=None,
+          strict_ratings=False, judge_noise=0.0, max_shard_size="500MB", max_pixels=None, writer_batch_size=None):
+    """Write the dataset repo folder; returns (out, BuildReport, pair report summary).
+
+    Shards close once past `max_shard_size`, checked every `writer_batch_size` rows (a row group)."""
+    from datasets.utils.py_utils import convert_file_size_to_int
+
+    from silkie.dataset import BuildReport, default_record, write_report
+    from silkie.hub import write_dataset_card
+    from silkie.ratings import RatingSummary, write
+
+    if (run_dir is None) == (release is None):
+        raise InputError("build needs exactly one of --from RUN_DIR or --from-release JSONL")
+    for path in (run_dir, release, images):
+        if path is not None and not Path(path).exists():
+            raise InputError(f"no such file or folder: {path}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for leftover in out.glob(".build-*"):  # a killed build's scratch, which a push would otherwise upload
+        shutil.rmtree(leftover, ignore_errors=True)
+    report, ratings = BuildReport(), RatingSummary()
+    counts = {"rows": 0, "sources": Counter()}
+    settings = dict(run_dir=run_dir and str(run_dir), release=release and str(release),
+                    images=images and str(images), pair_policy=pair_policy, weights=weights,
+                    strict_ratings=strict_ratings, judge_noise=judge_noise, max_pixels=max_pixels)
+    sizes = {"max_bytes": convert_file_size_to_int(max_shard_size), "batch_size": writer_batch_size}
+    with tempfile.TemporaryDirectory(dir=out, prefix=".build-") as scratch:
+        default = Shards(Path(scratch) / "default", "train", "default", **sizes)
+
+        def first_pass():  # the one read of the source: rows go to `default`, the counts and the planner
+            for row in source_rows(report, run_dir, release, images, max_pixels):
+                default.write(default_record(row))
+                counts["rows"] += 1
+                counts["sources"][row["source"]] += 1
+                for completion in row["completions"]:
+                    ratings.add(completion.get("model"), completion.get("annotations"))
+                yield row
+
+        pairs = plan(first_pass(), pair_policy, weights, strict_ratings, judge_noise)
+        written = default.close()
+        splits = {split: Shards(Path(scratch) / "pairs", split, "pairs", **sizes) for split in ("train", "test")}
+        for index, row in enumerate(_written_rows(written)):
+            for record in pair_records(row, pairs.pairs.get(index, ())):
+                splits["test" if index in pairs.test else "train"].write(record)
+        for split in splits.values():
+            split.close()
+        for config in ("default", "pairs"):
+            target = out / "data" / config
+            shutil.rmtree(target, ignore_errors=True)
+            target.parent.mkdir(exist_ok=True)
+            shutil.move(Path(scratch) / config, target)
+    pair_summary, summary = pairs.report.summary(), ratings.to_json()
+    write_report(report, out / "build_report.json")
+    write(summary, out / "ratings.json")
+    responses = sorted(summary["models"].items(), key=lambda item: -item[1]["responses"])
+    statistics = {"rows": counts["rows"], "sources": dict(counts["sources"].most_common()),
+                  "models": {model: entry["responses"] for model, entry in responses}}
+    (out / "card_stats.json").write_text(json.dumps({"statistics": statistics, "pairs": pair_summary}, indent=1) + "\n")
+    write_dataset_card(out, settings)
+    return out, report, pair_summary
