@@ -12,13 +12,15 @@ its command line, and `VLFeedback`, the same rows behind `datasets`' builder int
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import sys
 
 import datasets
 
 from silkie import InputError
-from silkie.build import build, pair_records, plan, source_rows
+from silkie.build import DatasetConfig, build, pair_records, plan, source_rows
+from silkie.config import add_flags, from_dict, given_flags
 from silkie.dataset import BuildReport, default_record
 from silkie.hub import CITATION
 from silkie.schema import FEATURES
@@ -85,11 +87,7 @@ def main(argv=None) -> int:
     source.add_argument("--from-release", dest="release", help="the release's vlfeedback_80k.jsonl")
     make.add_argument("--images", help="with --from-release: merged_images.zip or its extracted folder")
     make.add_argument("--out", required=True, help="the dataset folder, e.g. RUN/vlfeedback")
-    make.add_argument("--pair-policy", default="silkie", help="silkie (default), margin:X, maxmin, best-vs-random, "
-                      "aspect:NAME, longest, model:NAME")
-    make.add_argument("--weights", help="aspect weights for ranking, e.g. H=1,V=2,E=1")
-    make.add_argument("--strict-ratings", action="store_true", help="pair only ratings on the 1-5 scale")
-    make.add_argument("--judge-noise", type=float, default=0.0, help="swap this share of pairs (robustness studies)")
+    add_flags(make, DatasetConfig)
     make.add_argument("--max-shard-size", default="500MB")
     push = commands.add_parser("push", help="upload a built folder to the Hub (token from HF_TOKEN)")
     push.add_argument("dir")
@@ -98,12 +96,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
+            cfg = from_dict(DatasetConfig, given_flags(DatasetConfig, args), "vlfeedback_dataset.py build")
+            cfg.validate("vlfeedback_dataset.py build")
             out, report, pairs = build(args.out, run_dir=args.run_dir, release=args.release, images=args.images,
-                                       pair_policy=args.pair_policy, weights=args.weights,
-                                       strict_ratings=args.strict_ratings, judge_noise=args.judge_noise,
-                                       max_shard_size=args.max_shard_size)
+                                       max_shard_size=args.max_shard_size, **dataclasses.asdict(cfg))
             counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items()))
-            print(f"built {out}: {counts}; {pairs['pairs']} pairs ({args.pair_policy})")
+            print(f"built {out}: {counts}; {pairs['pairs']} pairs ({cfg.pair_policy})")
             print(f"flagged rows and reasons: {out / 'build_report.json'}")
         else:
             from silkie.hub import push_folder

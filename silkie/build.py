@@ -22,13 +22,46 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from silkie import InputError
 from silkie.schema import FEATURES, assistant_turn, user_turn
 
 TEST_FRACTION, SPLIT_SEED = 0.005, 42  # pairs held out by instruction; the seed also seeds the policies
+
+__all__ = ["DatasetConfig", "build", "run", "source_rows"]
+
+
+@dataclass
+class DatasetConfig:
+    """The dataset stage: how rated rows become preference pairs. `vlfeedback_dataset.py build`'s
+    pairing flags and `silkie run`'s `dataset:` section."""
+    pair_policy: str = field(default="silkie", metadata={
+        "help": "silkie (every pair whose mean rating differs, as in the paper), margin:X, maxmin, best-vs-random, "
+                "aspect:NAME, longest, model:NAME"})
+    weights: str | None = field(default=None, metadata={"help": "aspect weights for ranking, e.g. H=1,V=2,E=1"})
+    strict_ratings: bool = field(default=False, metadata={"help": "pair only ratings on the 1-5 scale"})
+    judge_noise: float = field(default=0.0, metadata={
+        "range": (0, 1), "help": "swap this share of pairs on purpose (how much judge error a recipe tolerates)"})
+
+    def validate(self, where: str) -> None:
+        from silkie.config import named
+        from silkie.pairs import parse_policy, parse_weights
+
+        named(f"{where}.pair_policy", parse_policy, self.pair_policy)
+        named(f"{where}.weights", parse_weights, self.weights)
+
+
+def run(cfg: DatasetConfig, run_dir: str | Path, out: str | Path | None = None, log=print) -> dict:
+    """The stage: build RUN/vlfeedback (or `out`, e.g. a baseline's own pairs) from the run's records."""
+    from silkie.layout import RunLayout
+
+    layout = RunLayout(run_dir)
+    out, report, pairs = build(out or layout.dataset, run_dir=layout.root, pair_policy=cfg.pair_policy,
+                               weights=cfg.weights, strict_ratings=cfg.strict_ratings, judge_noise=cfg.judge_noise)
+    log(f"dataset: {pairs['pairs']} pairs ({cfg.pair_policy}) in {out}")
+    return {"rows": dict(report.counts), "pairs": pairs}
 
 
 def source_rows(report, run_dir=None, release=None, images=None, max_pixels=None) -> Iterator[dict]:

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from silkie import InputError
+from silkie.config import add_flags, from_dict, given_flags
 
 
 def run_pipeline(args: argparse.Namespace) -> None:
@@ -59,10 +60,11 @@ def world_train_pool(args: argparse.Namespace) -> None:
 
 
 def collect_instructions(args: argparse.Namespace) -> None:
-    from silkie.sources import collect, parse_quota
+    from silkie.sources import CollectConfig, collect
 
-    quotas = dict(parse_quota(text) for text in args.quota or [])
-    summary = collect(args.source, args.out, n=args.n, seed=args.seed, quotas=quotas, images_root=args.images_root)
+    cfg = from_dict(CollectConfig, given_flags(CollectConfig, args), "silkie collect")
+    summary = collect(cfg.sources, args.out, n=cfg.n, seed=args.seed, quotas=dict(cfg.quotas),
+                      images_root=cfg.images_root)
     print(summary.table())
 
 
@@ -78,9 +80,11 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def generate(args: argparse.Namespace) -> None:
     from silkie.pool.config import load_pool
+    from silkie.pool.generate import GenerateConfig
     from silkie.pool.generate import generate as run
 
-    summary = run(load_pool(args.pool), args.instructions, args.out, per_instruction=args.per_instruction,
+    cfg = from_dict(GenerateConfig, given_flags(GenerateConfig, args), "silkie generate")
+    summary = run(load_pool(cfg.pool), args.instructions, args.out, per_instruction=cfg.per_instruction,
                   seed=args.seed, shard=args.shard)
     print(summary.table())
     print(f"completions in {summary.out}")
@@ -99,14 +103,15 @@ def export_model(args: argparse.Namespace) -> None:
 
 
 def annotate(args: argparse.Namespace) -> int:
+    from silkie.feedback.annotate import AnnotateConfig
     from silkie.feedback.annotate import annotate as run
+    from silkie.feedback.openai_judge import JudgeConfig
 
-    overrides = {"model": args.model, "base_url": args.base_url, "prompt": args.prompt,
-                 "prompt_template": args.prompt_template, "concurrency": args.concurrency, "rpm": args.rpm,
-                 "tpm": args.tpm, "budget_usd": args.budget_usd, "batch": args.batch or None,
-                 "swap_check": args.swap_check, "seed": args.seed}
-    summary = run(args.instructions, args.completions, args.out, judge=args.judge, config=args.judge_config,
-                  overrides=overrides, dry_run=args.dry_run)
+    # the judge's own flags are overrides of its preset; the command's judge defaults to openai
+    cfg = from_dict(AnnotateConfig, {"judge": "openai", **given_flags(AnnotateConfig, args),
+                                     "overrides": given_flags(JudgeConfig, args)}, "silkie annotate")
+    summary = run(args.instructions, args.completions, args.out, judge=cfg.judge, config=cfg.config,
+                  overrides=cfg.overrides, dry_run=args.dry_run)
     print(summary.table())
     if not args.dry_run:
         print(f"annotations in {summary.out}; judge report in {summary.out.parent / 'judge_report.md'}")
@@ -204,6 +209,12 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # the stage commands' flags come from their config dataclasses (silkie.config.add_flags)
+    from silkie.feedback.annotate import AnnotateConfig
+    from silkie.feedback.openai_judge import JudgeConfig
+    from silkie.pool.generate import GenerateConfig
+    from silkie.sources import CollectConfig
+
     parser = argparse.ArgumentParser(prog="silkie", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -246,25 +257,16 @@ def build_parser() -> argparse.ArgumentParser:
     pool.set_defaults(func=world_train_pool)
 
     gather = commands.add_parser("collect", help="sample instructions from dataset releases and the mini world")
-    gather.add_argument("--source", action="append", required=True, metavar="NAME[OPTIONS][=PATH]",
-                        help="repeatable; NAME is llava, svit, llavar, lrv, comvint, m3it, vlsafe, jsonl, hub or mini; "
-                             "PATH its file or folder (hub: a dataset id); OPTIONS e.g. "
-                             "'jsonl[prompt=question,image=img,images=DIR,name=LABEL]=data.jsonl'")
-    gather.add_argument("--quota", action="append", metavar="NAME=N",
-                        help="take N from source NAME (repeatable; default: the paper's mix, scaled to --n)")
-    gather.add_argument("--images-root", metavar="DIR",
-                        help="where relative image paths resolve (default: each source file's folder)")
-    gather.add_argument("--n", type=int, required=True, help="instructions to collect in all")
+    add_flags(gather, CollectConfig)
     gather.add_argument("--seed", type=int, default=0)
     gather.add_argument("--out", required=True,
                         help="the instructions file, e.g. runs/x/instructions.jsonl; images/ go beside it")
     gather.set_defaults(func=collect_instructions)
 
     gen = commands.add_parser("generate", help="answer each instruction with K models of a pool")
-    gen.add_argument("--pool", default="mini", help="pool preset name or YAML file (default: mini)")
+    add_flags(gen, GenerateConfig)
     gen.add_argument("--instructions", required=True, help="RUN/instructions.jsonl")
     gen.add_argument("--out", required=True, help="RUN/completions.jsonl (shards add .shard-I-of-N)")
-    gen.add_argument("--per-instruction", type=int, default=None, help="models per instruction (default: the pool's)")
     gen.add_argument("--seed", type=int, default=0, help="seed of the model assignment")
     gen.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
                      help="do shard I of N (split by instruction id), so N machines share the work")
@@ -275,27 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument("--completions", required=True, help="RUN/completions.jsonl (shards are read with it)")
     judge.add_argument("--out", required=True,
                        help="RUN/annotations.jsonl; judge_report.md and judge_config.yaml are written beside it")
-    judge.add_argument("--judge", choices=("openai", "scene"), default="openai",
-                       help="openai: any OpenAI-compatible API (a vLLM server via --base-url); "
-                            "scene: the mini world's grounded judge (default: openai)")
-    judge.add_argument("--judge-config", default="gpt-4o", metavar="NAME|FILE",
-                       help="judge preset in configs/judge/ or a YAML file (default: gpt-4o); flags override it")
-    judge.add_argument("--model", help="judge model name")
-    judge.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
-    judge.add_argument("--prompt", choices=("all-in-one", "per-aspect", "json"),
-                       help="all-in-one (the paper's), one request per aspect, or JSON output with a schema")
-    judge.add_argument("--prompt-template", metavar="FILE",
-                       help="replaces the all-in-one prompt, e.g. the authors' template text; placeholders "
-                            "[[instruction_placeholder]], [[text_1_placeholder]].. (see silkie/feedback/prompts.py)")
-    judge.add_argument("--concurrency", type=int, help="requests in flight")
-    judge.add_argument("--rpm", type=int, help="requests per minute, retries included")
-    judge.add_argument("--tpm", type=int, help="tokens per minute")
-    judge.add_argument("--budget-usd", type=float, help="hard cap on what this run may spend")
+    add_flags(judge, AnnotateConfig)
+    add_flags(judge, JudgeConfig)
     judge.add_argument("--dry-run", action="store_true", help="estimate requests, tokens and cost; send nothing")
-    judge.add_argument("--batch", action="store_true", help="send through the Batch API (half price, resumable)")
-    judge.add_argument("--swap-check", type=float, metavar="F",
-                       help="judge a share F of items again with the order reversed (position consistency)")
-    judge.add_argument("--seed", type=int, help="seed of the shown order and of the swap-check sample")
     judge.set_defaults(func=annotate)
 
     from silkie.train import add_arguments as add_train_arguments  # no torch: flags only

@@ -81,6 +81,17 @@ def load(cls, kind: str, name: str | Path, overrides: dict | None = None):
     return cfg
 
 
+def named(where: str, check, *args) -> None:
+    """Run `check(*args)`; an InputError (or a missing preset) it raises is prefixed with `where`, the
+    file and key that led to it."""
+    from silkie import InputError
+
+    try:
+        check(*args)
+    except (InputError, FileNotFoundError) as error:
+        raise InputError(f"{where}: {error}") from None
+
+
 def check_fields(cfg, where: str) -> None:
     """The bounds and choices `cfg`'s fields declare in their metadata."""
     import dataclasses
@@ -167,3 +178,57 @@ def from_dict(cls, data, where: str):
         raise InputError(f"{where}: {error}") from None
     check_fields(cfg, where)
     return cfg
+
+
+# --- command lines generated from the same dataclasses -------------------------------------------------------
+# A field whose metadata has "help" is a flag: `--field-name` (and `--field_name`), typed from its annotation,
+# its help text and choices from the field, so a flag cannot drift from the key it sets. Metadata may add
+# "flag" (another primary spelling, e.g. "--source" for `sources`), "aliases", "metavar", "positional",
+# "append" (a repeatable flag collecting a list), "parse" (a function from the text to the value) and
+# "required". Flags left out are None in the namespace, so they never replace a preset's value.
+# Not HfArgumentParser: it has no repeatable flags or positionals and passes every metadata key to argparse.
+
+
+def add_flags(parser, cls, skip: tuple = ()) -> None:
+    """Add a flag to `parser` for every field of dataclass `cls` that carries help text."""
+    import dataclasses
+    import types
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if "help" not in meta or f.name in skip:
+            continue
+        hint = hints[f.name]
+        options = [a for a in typing.get_args(hint) if a is not type(None)] \
+            if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else [hint]
+        kind = options[0] if len(options) == 1 else str
+        kwargs = {"help": meta["help"], "default": None}
+        for key in ("metavar", "choices"):
+            if key in meta:
+                kwargs[key] = meta[key]
+        if meta.get("positional"):
+            names = [f.name]
+            kwargs.pop("default")
+        else:
+            primary = meta.get("flag", "--" + f.name.replace("_", "-"))
+            names = [primary, *meta.get("aliases", ()), *({"--" + f.name} - {primary} if "_" in f.name else ())]
+            kwargs["required"] = meta.get("required", False)
+        if kind is bool and not meta.get("positional"):
+            kwargs["action"] = "store_const"
+            kwargs["const"] = True
+        else:
+            element = typing.get_args(kind)[0] if typing.get_origin(kind) is list else kind
+            kwargs["type"] = meta.get("parse") or (element if element in (int, float) else str)
+            if meta.get("append"):
+                kwargs["action"] = "append"
+        parser.add_argument(*names, dest=f.name, **kwargs)
+
+
+def given_flags(cls, namespace) -> dict:
+    """The fields of `cls` a command line set, by name (flags left out are not there)."""
+    import dataclasses
+
+    return {f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)
+            if "help" in f.metadata and getattr(namespace, f.name, None) is not None}

@@ -286,6 +286,11 @@ def stage_files(path) -> list[Path]:
     return ([path] if path.exists() else []) + shards
 
 
+def count_lines(path) -> int:
+    """Non-blank lines of a stage's file and its shards: the records a stage summary reports."""
+    return sum(sum(1 for line in open(p, "rb") if line.strip()) for p in stage_files(path))
+
+
 def read_stage(path) -> Iterator[tuple[int, dict | RecordError]]:
     """read_jsonl over a file and its shards; missing altogether is an error, as for one file."""
     files = stage_files(path)

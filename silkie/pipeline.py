@@ -28,8 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from silkie import InputError
-from silkie.config import load, preset_path
+from silkie.build import DatasetConfig
+from silkie.config import load, named, preset_path
+from silkie.eval.suite import EvalConfig
+from silkie.feedback.annotate import AnnotateConfig
 from silkie.layout import RunLayout, adapter_base
+from silkie.pool.generate import GenerateConfig
+from silkie.sources.sampler import CollectConfig
 
 ROUND_STAGES = ("collect", "generate", "annotate", "dataset", "train", "eval")  # repeated by --rounds
 FINAL_STAGES = ("stats", "report")
@@ -38,36 +43,8 @@ LEDGER = RunLayout(".").ledger.name
 
 
 @dataclass
-class Collect:
-    sources: list = field(default_factory=lambda: ["mini"])  # `silkie collect --source` specs
-    n: int = field(default=1000, metadata={"range": (1, None)})
-    quotas: dict = field(default_factory=dict)
-    images_root: str | None = None
-
-
-@dataclass
-class Generate:
-    pool: str = "mini"  # configs/pool preset or YAML file
-    per_instruction: int | None = field(default=None, metadata={"range": (1, None)})
-
-
-@dataclass
-class Annotate:
-    judge: str = field(default="scene", metadata={"choices": ("scene", "openai")})
-    config: str = "gpt-4o"  # configs/judge preset or YAML file (openai only)
-    overrides: dict = field(default_factory=dict)  # judge config keys, as `silkie annotate`'s flags
-
-
-@dataclass
-class Dataset:
-    pair_policy: str = "silkie"
-    weights: str | None = None
-    strict_ratings: bool = False
-    judge_noise: float = field(default=0.0, metadata={"range": (0, 1)})  # share of pairs swapped on purpose
-
-
-@dataclass
 class Train:
+    """The train stage's section: a training preset and overrides (TrainConfig is the preset's dataclass)."""
     preset: str = "mini"  # configs/train preset or YAML file
     set: dict = field(default_factory=dict)  # overrides, as `silkie train --set`
 
@@ -80,22 +57,17 @@ class Baseline:
 
 
 @dataclass
-class Eval:
-    # benchmark name -> its options; `mini` needs none (held-out world items)
-    benchmarks: dict = field(default_factory=lambda: {"mini": {}})
-
-
-@dataclass
 class PipelineConfig:
     name: str = "mini"
     seed: int = 0
-    collect: Collect = field(default_factory=Collect)
-    generate: Generate = field(default_factory=Generate)
-    annotate: Annotate = field(default_factory=Annotate)
-    dataset: Dataset = field(default_factory=Dataset)
+    # each section is its stage's own config (the same dataclass its command's flags come from)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
     train: Train = field(default_factory=Train)
     baselines: dict[str, Baseline] = field(default_factory=dict)
-    eval: Eval = field(default_factory=Eval)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     # > 1: each further round answers fresh instructions with the last round's model
     rounds: int = field(default=1, metadata={"range": (1, None)})
 
@@ -105,35 +77,23 @@ class PipelineConfig:
     def validate(self, where: str) -> None:
         """What names another config or a policy: checked on load, before any stage runs (so never after
         a paid annotate stage), and without importing torch."""
-        from silkie.eval.suite import check
         from silkie.feedback.openai_judge import load_judge_config
-        from silkie.pairs import parse_policy, parse_weights
+        from silkie.pairs import parse_policy
         from silkie.pool.config import load_pool
         from silkie.train import load_config as train_config
 
-        policies = {"dataset.pair_policy": self.dataset.pair_policy,
-                    **{f"baselines.{name}.pair_policy": b.pair_policy for name, b in self.baselines.items()}}
-        for key, policy in policies.items():
-            _named(where, key, parse_policy, policy)
-        _named(where, "dataset.weights", parse_weights, self.dataset.weights)
-        _named(where, "generate.pool", load_pool, self.generate.pool)
-        _named(where, "annotate.overrides", load_judge_config, self.annotate.config, self.annotate.overrides)
+        self.dataset.validate(f"{where}: dataset")
+        for name, baseline in self.baselines.items():
+            named(f"{where}: baselines.{name}.pair_policy", parse_policy, baseline.pair_policy)
+        named(f"{where}: generate.pool", load_pool, self.generate.pool)
+        named(f"{where}: annotate.overrides", load_judge_config, self.annotate.config, self.annotate.overrides)
         # training keys: the preset with each recipe's overrides; the dataset comes from the run
         recipes = {"train.set": self.train.set, **{f"baselines.{n}.set": {**self.train.set, **b.set}
                                                    for n, b in self.baselines.items()}}
         for key, overrides in recipes.items():
-            _named(where, key, lambda o: train_config(preset=self.train.preset, overrides={**o, "dataset": "-"})
+            named(f"{where}: {key}", lambda o: train_config(preset=self.train.preset, overrides={**o, "dataset": "-"})
                    .check(), overrides)
-        for name, options in self.eval.benchmarks.items():
-            check(name, options, where=f"{where}: eval.benchmarks")
-
-
-def _named(where: str, key: str, check, *args) -> None:
-    """Run `check`; its InputError is prefixed with the file and the key that led to it."""
-    try:
-        check(*args)
-    except (InputError, FileNotFoundError) as error:
-        raise InputError(f"{where}: {key}: {error}") from None
+        self.eval.validate(where)
 
 
 def load_config(preset: str | None = None, config: str | Path | None = None, overrides: dict | None = None
@@ -297,7 +257,8 @@ def run(cfg: PipelineConfig, out: str | Path, force: bool = False, from_stage: s
 
 
 class Stages:
-    """One method per stage, taking the round: calls the library, returns a JSON summary for the ledger.
+    """One method per stage, taking the round: calls the stage's `run(cfg, run_dir)` with what the round
+    adds, and returns its JSON summary for the ledger.
 
     Round 1 works in RUN itself; round R > 1 in RUN/round-R, where the pool's base member is replaced
     by the model of round R-1 (merged), which is also the model that round trains and its reference.
@@ -320,14 +281,10 @@ class Stages:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
 
     def collect(self, r: int) -> dict:
-        from silkie.sources import collect
+        from silkie.sources import sampler
 
-        c, out = self.cfg.collect, self.folder(r).instructions
         # fresh instructions each round: the sampler's seed moves on
-        summary = collect(c.sources, out, n=c.n, seed=self.cfg.seed + r - 1, quotas=c.quotas,
-                          images_root=c.images_root)
-        self.log(summary.table())
-        return {"instructions": _count_lines(out)}
+        return sampler.run(self.cfg.collect, self.folder(r).root, seed=self.cfg.seed + r - 1, log=self.log)
 
     def _pool(self, r: int):
         from silkie.pool.config import load_pool
@@ -344,43 +301,26 @@ class Stages:
         return pool
 
     def generate(self, r: int) -> dict:
-        from silkie.pool.generate import generate
+        from silkie.pool import generate
 
-        folder, pool = self.folder(r), self._pool(r)
-        summary = generate(pool, folder.instructions, folder.completions,
-                           per_instruction=self.cfg.generate.per_instruction, seed=self.cfg.seed)
-        self.log(summary.table())
-        return {"completions": _count_lines(folder.completions), "pool": [m.name for m in pool.models]}
+        return generate.run(self.cfg.generate, self.folder(r).root, seed=self.cfg.seed, pool=self._pool(r),
+                            log=self.log)
 
     def annotate(self, r: int) -> dict:
-        from silkie.feedback.annotate import annotate
+        from silkie.feedback import annotate
 
-        a, folder = self.cfg.annotate, self.folder(r)
-        summary = annotate(folder.instructions, folder.completions, folder.annotations,
-                           judge=a.judge, config=a.config, overrides={"seed": self.cfg.seed, **a.overrides})
-        self.log(summary.table())
-        if summary.deferred:
-            raise InputError(f"annotate: {summary.deferred} items deferred by the judge (rate or budget limit); "
-                             "rerun `silkie run` to judge them")
-        return {"annotations": _count_lines(folder.annotations), "judge": a.judge}
-
-    def _build(self, r: int, out: Path, pair_policy: str) -> dict:
-        from silkie.build import build
-
-        d = self.cfg.dataset
-        _, report, pairs = build(out, run_dir=self.folder(r).root, pair_policy=pair_policy, weights=d.weights,
-                                 strict_ratings=d.strict_ratings, judge_noise=d.judge_noise)
-        return {"rows": dict(report.counts), "pairs": pairs}
+        return annotate.run(self.cfg.annotate, self.folder(r).root, seed=self.cfg.seed, log=self.log)
 
     def dataset(self, r: int) -> dict:
+        from silkie import build
+
         folder = self.folder(r)
-        summary = {"silkie": self._build(r, folder.dataset, self.cfg.dataset.pair_policy)}
+        summary = {"silkie": build.run(self.cfg.dataset, folder.root, log=self.log)}
         for name in self.cfg.baselines if r == 1 else ():
             policy = self.cfg.baselines[name].pair_policy
-            if policy != self.cfg.dataset.pair_policy:
-                summary[name] = self._build(r, folder.baseline(name) / "vlfeedback", policy)
-        self.log(f"dataset: {summary['silkie']['pairs']['pairs']} pairs ({self.cfg.dataset.pair_policy}) "
-                 f"in {folder.dataset}")
+            if policy != self.cfg.dataset.pair_policy:  # a baseline with Silkie's policy shares its pairs
+                own = dataclasses.replace(self.cfg.dataset, pair_policy=policy)
+                summary[name] = build.run(own, folder.root, out=folder.baseline(name) / "vlfeedback", log=self.log)
         return summary
 
     def _train_config(self, r: int, **overrides):
@@ -425,7 +365,6 @@ class Stages:
 
     def eval(self, r: int) -> dict:
         from silkie.eval import suite
-        from silkie.eval.compare import compare
 
         run = self.run
         base = adapter_base(run.adapter)
@@ -434,13 +373,7 @@ class Stages:
                       **{name: (base, run.baseline(name) / "train" / "adapter") for name in self.cfg.baselines}}
         else:  # the base's answers are already there from round 1
             models = {f"round-{r}": (str(self.policy(r)), self.folder(r).adapter)}
-        for benchmark, options in self.cfg.eval.benchmarks.items():
-            for variant, (model, adapter) in models.items():
-                suite.run(benchmark, model, adapter and str(adapter), run.evaluated(variant), options, self.log)
-        summary = {}
-        for variant in models.keys() - {"base"}:
-            comparison = compare(run.evaluated("base"), run.evaluated(variant), out=run.comparison(variant))
-            summary[variant] = {bench: result["metrics"] for bench, result in comparison.items()}
+        summary = suite.run(self.cfg.eval, run.root, models, log=self.log)
         if "mini" in self.cfg.eval.benchmarks:  # items shared with this run's training instructions
             summary["overlap_with_run"] = _mini_overlap(run.root, self.cfg.eval.benchmarks["mini"] or {})
         return summary
@@ -464,8 +397,3 @@ def _mini_overlap(run: Path, options: dict) -> int:
     return shared_with(sorted(run.glob("instructions.jsonl")) + sorted(run.glob("round-*/instructions.jsonl")),
                        **{k: v for k, v in options.items() if k in ("n", "n_mmhal", "seed")})
 
-
-def _count_lines(path: Path) -> int:
-    from silkie.io import stage_files
-
-    return sum(sum(1 for line in open(p, "rb") if line.strip()) for p in stage_files(path))

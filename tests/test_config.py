@@ -29,7 +29,7 @@ BAD = {
     "eval.benchmarks": (lambda d: d["eval"]["benchmarks"].update(mini={"nn": 3}), "unknown option 'nn'"),
     "rounds": (lambda d: d.update(rounds=0), "must be at least 1"),
     "generate.pool": (lambda d: d["generate"].update(pool="no-such-pool"), "no pool preset 'no-such-pool'"),
-    "annotate.judge": (lambda d: d["annotate"].update(judge="gpt"), "'gpt' is not one of scene, openai"),
+    "annotate.judge": (lambda d: d["annotate"].update(judge="gpt"), "'gpt' is not one of openai, scene"),
     "collect": (lambda d: d["collect"].update(quota={"mini": 3}), "unknown key 'quota'"),
 }
 

@@ -8,11 +8,12 @@ stage. The options are the flags of `silkie eval NAME`, spelt with underscores.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from silkie import InputError
 
-__all__ = ["OPTIONS", "check", "run"]
+__all__ = ["OPTIONS", "EvalConfig", "check", "evaluate", "run"]
 
 _JUDGE = ("judge_model", "judge_base_url", "judge_template", "judge_api_key_env")
 _ANSWER = ("data", "batch_size", "max_new_tokens")
@@ -39,7 +40,37 @@ def check(name: str, options: dict | None, where: str = "eval.benchmarks") -> di
     return options
 
 
-def run(name: str, model: str, adapter: str | None, out: Path, options: dict | None, log=print) -> dict:
+@dataclass
+class EvalConfig:
+    """The eval stage: `silkie run`'s `eval:` section (each benchmark is also `silkie eval NAME`)."""
+    # benchmark name -> its options; `mini` needs none (held-out world items)
+    benchmarks: dict = field(default_factory=lambda: {"mini": {}})
+
+    def validate(self, where: str) -> None:
+        for name, options in self.benchmarks.items():
+            check(name, options, where=f"{where}: eval.benchmarks")
+
+
+def run(cfg: EvalConfig, run_dir: str | Path, models: dict, log=print) -> dict:
+    """The stage: evaluate every model variant ({"base": (model, None), "trained": (model, adapter), ...})
+    on every benchmark into RUN/eval/<variant>/, then compare each with the base (the base's answers
+    are reused when they are already there). Returns each variant's headline metrics."""
+    from silkie.eval.compare import compare
+    from silkie.layout import RunLayout
+
+    layout = RunLayout(run_dir)
+    for name, options in cfg.benchmarks.items():
+        for variant, (model, adapter) in models.items():
+            log(f"eval {name}: {variant} ({model}{' + ' + str(adapter) if adapter else ''})")
+            evaluate(name, model, adapter and str(adapter), layout.evaluated(variant), options, log)
+    summary = {}
+    for variant in models.keys() - {"base"}:
+        comparison = compare(layout.evaluated("base"), layout.evaluated(variant), out=layout.comparison(variant))
+        summary[variant] = {bench: result["metrics"] for bench, result in comparison.items()}
+    return summary
+
+
+def evaluate(name: str, model: str, adapter: str | None, out: Path, options: dict | None, log=print) -> dict:
     """Answer and score benchmark `name` for `model` (+ an unmerged LoRA `adapter`) into `out/<name>/`."""
     options = check(name, options)
     if name == "mini":

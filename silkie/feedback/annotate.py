@@ -30,6 +30,35 @@ SWAP = "#swap"  # key suffix of an item's second, order-reversed judgement
 
 
 @dataclass
+class AnnotateConfig:
+    """The annotate stage: `silkie annotate`'s flags (with the judge config's) and `silkie run`'s
+    `annotate:` section."""
+    # the embedded default is the mini world's judge; `silkie annotate` defaults to openai, as it always has
+    judge: str = field(default="scene", metadata={
+        "choices": JUDGES, "help": "openai: any OpenAI-compatible API (a vLLM server via --base-url); "
+                                   "scene: the mini world's grounded judge (default: openai)"})
+    config: str = field(default="gpt-4o", metadata={
+        "flag": "--judge-config", "metavar": "NAME|FILE",
+        "help": "judge preset in configs/judge/ or a YAML file; flags override it"})
+    overrides: dict = field(default_factory=dict)  # judge config keys; on the command line, the judge's own flags
+
+
+def run(cfg: AnnotateConfig, run_dir: str | Path, seed: int = 0, log=print) -> dict:
+    """The stage: judge RUN/completions.jsonl into RUN/annotations.jsonl (+ the judge report)."""
+    from silkie.io import count_lines
+    from silkie.layout import RunLayout
+
+    layout = RunLayout(run_dir)
+    summary = annotate(layout.instructions, layout.completions, layout.annotations, judge=cfg.judge,
+                       config=cfg.config, overrides={"seed": seed, **cfg.overrides})
+    log(summary.table())
+    if summary.deferred:
+        raise InputError(f"annotate: {summary.deferred} items deferred by the judge (rate or budget limit); "
+                         "rerun `silkie run` to judge them")
+    return {"annotations": count_lines(layout.annotations), "judge": cfg.judge}
+
+
+@dataclass
 class AnnotateSummary:
     out: Path
     judge: str

@@ -39,27 +39,34 @@ MESSAGE_TOKENS = 16  # a generous bound on the chat format's own tokens per mess
 
 @dataclass
 class JudgeConfig:
-    """The judge's settings; presets live in configs/judge/, and each `silkie annotate` flag overrides one."""
-    model: str = "gpt-4o"
-    base_url: str | None = None  # any OpenAI-compatible server; None: the OpenAI API
+    """The judge's settings; presets live in configs/judge/. A field with help text is also a flag of
+    `silkie annotate`, which overrides the preset's value."""
+    model: str = field(default="gpt-4o", metadata={"help": "judge model name"})
+    base_url: str | None = field(default=None, metadata={  # None: the OpenAI API
+        "help": "OpenAI-compatible server, e.g. http://localhost:8000/v1"})
     api_key_env: str | None = "OPENAI_API_KEY"  # the variable holding the key (None: a server without keys)
-    prompt: str = "all-in-one"  # all-in-one | per-aspect | json
-    prompt_template: str | None = None  # a file replacing the all-in-one prompt (see prompts.py)
+    prompt: str = field(default="all-in-one", metadata={
+        "choices": KINDS, "help": "all-in-one (the paper's), one request per aspect, or JSON output with a schema"})
+    prompt_template: str | None = field(default=None, metadata={
+        "metavar": "FILE", "help": "replaces the all-in-one prompt, e.g. the authors' template text; placeholders "
+        "[[instruction_placeholder]], [[text_1_placeholder]].. (see silkie/feedback/prompts.py)"})
     generation: GenerationParams = field(default_factory=lambda: GenerationParams(max_new_tokens=1024))
     max_image_side: int = 768
     image_tokens: int = 765  # the most one image can cost in prompt tokens at max_image_side
-    concurrency: int = 16
-    rpm: int | None = None  # requests per minute, retries included; None: unlimited
-    tpm: int | None = None  # tokens per minute (estimated prompt + max completion, as providers count)
+    concurrency: int = field(default=16, metadata={"help": "requests in flight"})
+    rpm: int | None = field(default=None, metadata={"help": "requests per minute, retries included"})
+    # estimated prompt + max completion, as providers count
+    tpm: int | None = field(default=None, metadata={"help": "tokens per minute"})
     timeout: float = 120.0  # seconds per attempt
     max_retries: int = 6
-    budget_usd: float | None = None  # hard cap on what one run may spend
+    budget_usd: float | None = field(default=None, metadata={"help": "hard cap on what this run may spend"})
     prices: dict = field(default_factory=dict)  # model -> {input: USD per 1M tokens, output: USD per 1M tokens}
-    batch: bool = False  # send first asks through the Batch API
+    batch: bool = field(default=False, metadata={"help": "send through the Batch API (half price, resumable)"})
     batch_discount: float = 0.5  # the Batch API's price relative to online requests
     batch_poll_s: float = 60.0
-    swap_check: float = 0.0  # share of items judged again with the order reversed
-    seed: int = 0  # of the order responses are shown in, and of the swap-check sample
+    swap_check: float = field(default=0.0, metadata={
+        "metavar": "F", "help": "judge a share F of items again with the order reversed (position consistency)"})
+    seed: int = field(default=0, metadata={"help": "seed of the shown order and of the swap-check sample"})
 
     def __post_init__(self):
         if self.prompt not in KINDS:

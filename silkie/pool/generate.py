@@ -17,6 +17,29 @@ from silkie.pool.config import PoolConfig, assign, make_backend
 
 CHUNK = 64  # requests handed to a backend at once: big enough to batch, small enough to resume
 
+__all__ = ["GenerateConfig", "GenerateSummary", "generate", "in_shard", "run"]
+
+
+@dataclass
+class GenerateConfig:
+    """The generate stage: `silkie generate`'s flags and `silkie run`'s `generate:` section."""
+    pool: str = field(default="mini", metadata={"help": "pool preset name (configs/pool/) or YAML file"})
+    per_instruction: int | None = field(default=None, metadata={
+        "range": (1, None), "help": "models per instruction (default: the pool's)"})
+
+
+def run(cfg: GenerateConfig, run_dir: str | Path, seed: int = 0, pool: PoolConfig | None = None, log=print) -> dict:
+    """The stage: answer RUN/instructions.jsonl into RUN/completions.jsonl with `pool` (default: the
+    config's; later rounds pass one whose base member is the previous round's model)."""
+    from silkie.io import count_lines
+    from silkie.layout import RunLayout
+    from silkie.pool.config import load_pool
+
+    layout, pool = RunLayout(run_dir), pool or load_pool(cfg.pool)
+    summary = generate(pool, layout.instructions, layout.completions, per_instruction=cfg.per_instruction, seed=seed)
+    log(summary.table())
+    return {"completions": count_lines(layout.completions), "pool": [m.name for m in pool.models]}
+
 
 @dataclass
 class GenerateSummary:

@@ -13,8 +13,8 @@ records how many turns the conversation had.
 The `<image>` marker is removed from prompts: each model's chat template places the image itself.
 """
 
-from silkie.sources.sampler import PAPER_QUOTAS, CollectSummary, SourceStats, collect, plan_quotas
+from silkie.sources.sampler import PAPER_QUOTAS, CollectConfig, CollectSummary, SourceStats, collect, plan_quotas, run
 from silkie.sources.specs import SOURCES, parse_quota, parse_source
 
-__all__ = ["PAPER_QUOTAS", "SOURCES", "CollectSummary", "SourceStats", "collect", "parse_quota", "parse_source",
-           "plan_quotas"]
+__all__ = ["PAPER_QUOTAS", "SOURCES", "CollectConfig", "CollectSummary", "SourceStats", "collect", "parse_quota",
+           "parse_source", "plan_quotas", "run"]

@@ -21,7 +21,7 @@ from pathlib import Path
 from silkie import InputError
 from silkie.io import ImageError, JsonlWriter, read_jsonl, store_image
 from silkie.sources.base import Item, Problem, Spec
-from silkie.sources.specs import Reader, parse_source
+from silkie.sources.specs import Reader, parse_quota, parse_source
 
 # Instructions per source in the paper (80,258 in all): the default mix.
 PAPER_QUOTAS = {
@@ -29,6 +29,36 @@ PAPER_QUOTAS = {
     "comvint": 2_384, "pmc-vqa": 2_364, "m3it": 687, "pca-eval": 398,
 }
 SKIPPED_FILE = "collect_skipped.jsonl"
+
+__all__ = ["CollectConfig", "CollectSummary", "SourceStats", "collect", "plan_quotas", "run"]
+
+
+@dataclass
+class CollectConfig:
+    """The collect stage: `silkie collect`'s flags and `silkie run`'s `collect:` section."""
+    sources: list[str] = field(default_factory=lambda: ["mini"], metadata={
+        "flag": "--source", "append": True, "metavar": "NAME[OPTIONS][=PATH]",
+        "help": "repeatable; NAME is llava, svit, llavar, lrv, comvint, m3it, vlsafe, jsonl, hub or mini; PATH its "
+                "file or folder (hub: a dataset id); OPTIONS e.g. 'jsonl[prompt=question,image=img,images=DIR,"
+                "name=LABEL]=data.jsonl'"})
+    n: int = field(default=1000, metadata={"range": (1, None), "required": True,
+                                           "help": "instructions to collect in all"})
+    quotas: dict = field(default_factory=dict, metadata={
+        "flag": "--quota", "append": True, "metavar": "NAME=N", "parse": lambda text: parse_quota(text),
+        "help": "take N from source NAME (repeatable; default: the paper's mix, scaled to --n)"})
+    images_root: str | None = field(default=None, metadata={
+        "metavar": "DIR", "help": "where relative image paths resolve (default: each source file's folder)"})
+
+
+def run(cfg: CollectConfig, run_dir: str | Path, seed: int = 0, log=print) -> dict:
+    """The stage: collect into RUN/instructions.jsonl (+ images/); returns the ledger's summary."""
+    from silkie.io import count_lines
+    from silkie.layout import RunLayout
+
+    out = RunLayout(run_dir).instructions
+    summary = collect(cfg.sources, out, n=cfg.n, seed=seed, quotas=dict(cfg.quotas), images_root=cfg.images_root)
+    log(summary.table())
+    return {"instructions": count_lines(out), "added": summary.added}
 DUPLICATE = "duplicate"
 
 
