@@ -172,7 +172,7 @@ def build(out: str | Path, run_dir=None, release=None, images=None, pair_policy=
     Shards close once past `max_shard_size`, checked every `writer_batch_size` rows (a row group)."""
     from datasets.utils.py_utils import convert_file_size_to_int
 
-    from silkie.dataset import BuildReport, default_record, write_report
+    from silkie.dataset import BuildReport, default_record, write_build_report
     from silkie.hub import write_dataset_card
     from silkie.ratings import RatingSummary, write
 
@@ -217,7 +217,7 @@ def build(out: str | Path, run_dir=None, release=None, images=None, pair_policy=
             target.parent.mkdir(exist_ok=True)
             shutil.move(Path(scratch) / config, target)
     pair_summary, summary = pairs.report.summary(), ratings.to_json()
-    write_report(report, out / "build_report.json")
+    write_build_report(report, out / "build_report.json")
     write(summary, out / "ratings.json")
     responses = sorted(summary["models"].items(), key=lambda item: -item[1]["responses"])
     statistics = {"rows": counts["rows"], "sources": dict(counts["sources"].most_common()),

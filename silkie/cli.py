@@ -140,7 +140,7 @@ def eval_benchmark(args: argparse.Namespace) -> None:
     import json
 
     from silkie.eval import BENCHMARKS
-    from silkie.eval.runner import Judge, model_spec
+    from silkie.eval.runner import Grader, model_spec
 
     module = BENCHMARKS[args.eval_command]
     spec = model_spec(args.model, adapter=args.adapter, backend=args.backend, base_url=args.base_url,
@@ -148,7 +148,7 @@ def eval_benchmark(args: argparse.Namespace) -> None:
     options = {"log": lambda line: print(line, file=sys.stderr)}
     if args.eval_command != "mme":
         key_env = None if args.judge_api_key_env.lower() == "none" else args.judge_api_key_env
-        options["judge"] = Judge.from_file(args.judge_template, module.PLACEHOLDERS, model=args.judge_model,
+        options["judge"] = Grader.from_file(args.judge_template, module.PLACEHOLDERS, model=args.judge_model,
                                            base_url=args.judge_base_url, api_key_env=key_env)
     if args.eval_command == "mmvet":
         options["runs"] = args.runs

@@ -210,5 +210,5 @@ def _full_annotations(annotations) -> dict:
     return out
 
 
-def write_report(report: BuildReport, path: Path) -> None:
+def write_build_report(report: BuildReport, path: Path) -> None:
     path.write_text(json.dumps(report.to_json(), indent=1, ensure_ascii=False) + "\n")

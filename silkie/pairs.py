@@ -31,7 +31,7 @@ def official_value(rating) -> float:
 
 
 @dataclass
-class Row:
+class RatedRow:
     """What pairing needs from one `default` row."""
     id: str
     models: list[str]
@@ -40,7 +40,7 @@ class Row:
     usable: bool = True  # False when the row cannot feed pairs at all (e.g. its image is missing)
 
 
-def row_from_completions(row_id: str, completions: list[dict], strict: bool = False, usable: bool = True) -> Row:
+def row_from_completions(row_id: str, completions: list[dict], strict: bool = False, usable: bool = True) -> RatedRow:
     """completions: [{"annotations": {aspect: {"Rating": ..}}, "model": .., "response": ..}, ...]"""
     values = np.full((len(completions), len(ASPECTS)), np.nan)
     for i, completion in enumerate(completions):
@@ -50,7 +50,7 @@ def row_from_completions(row_id: str, completions: list[dict], strict: bool = Fa
             if strict and rating_value(raw) is None:
                 value = np.nan
             values[i, j] = value
-    return Row(row_id, [c["model"] for c in completions], values,
+    return RatedRow(row_id, [c["model"] for c in completions], values,
                [len((c.get("response") or "").split()) for c in completions], usable)
 
 
@@ -125,7 +125,7 @@ def parse_policy(policy: str) -> tuple[str, str | None]:
 
 def plan_pairs(rows, policy: str = "silkie", weights: str | None = None, seed: int = 0,
                judge_noise: float = 0.0) -> tuple[list[Pair], PairReport]:
-    """The pairs a policy takes from rows (an iterable of Row), and a report of what it did.
+    """The pairs a policy takes from rows (an iterable of RatedRow), and a report of what it did.
 
     `judge_noise` swaps chosen and rejected in that share of pairs (seeded): a way to measure
     how much judge error the training recipe tolerates.
@@ -156,7 +156,7 @@ def plan_pairs(rows, policy: str = "silkie", weights: str | None = None, seed: i
     return pairs, report
 
 
-def _row_pairs(row: Row, name: str, argument: str | None, weight: np.ndarray, rng: random.Random):
+def _row_pairs(row: RatedRow, name: str, argument: str | None, weight: np.ndarray, rng: random.Random):
     """[(chosen, rejected, chosen_score, rejected_score)] for one row, or ([], why not)."""
     if not row.usable:
         return [], "row unusable (image missing or corrupt)"

@@ -36,6 +36,9 @@ from silkie.layout import RunLayout, adapter_base
 from silkie.pool.generate import GenerateConfig
 from silkie.sources.sampler import CollectConfig
 
+__all__ = ["LEDGER", "STAGES", "Baseline", "PipelineConfig", "StageLedger", "Stages", "Train", "load_config", "plan",
+           "run", "stage_names"]
+
 ROUND_STAGES = ("collect", "generate", "annotate", "dataset", "train", "eval")  # repeated by --rounds
 FINAL_STAGES = ("stats", "report")
 STAGES = ROUND_STAGES + FINAL_STAGES  # a one-round run
@@ -171,7 +174,7 @@ def _changes(old: dict, new: dict, prefix: str = "") -> list[str]:
     return found
 
 
-class Ledger:
+class StageLedger:
     """RUN/stages.json: per stage its fingerprint, inputs, state (running/done), seconds and summary."""
 
     def __init__(self, run: Path):
@@ -193,7 +196,7 @@ def plan(cfg: PipelineConfig, run: Path, force: bool = False, from_stage: str | 
     names = stage_names(cfg)
     if from_stage is not None and from_stage not in names:
         raise InputError(f"--from-stage {from_stage!r}: this run's stages are {', '.join(names)}")
-    ledger, prints = Ledger(run), fingerprints(cfg)
+    ledger, prints = StageLedger(run), fingerprints(cfg)
     todo = []
     for name in names:
         entry = ledger.get(name)
@@ -229,7 +232,7 @@ def run(cfg: PipelineConfig, out: str | Path, force: bool = False, from_stage: s
     layout.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     # read once: a preset edited while the run goes on must not mix old and new in the ledger
     inputs = {name: stage_inputs(cfg, name) for name in stage_names(cfg)}
-    ledger, prints = Ledger(run_dir), fingerprints(cfg, inputs)
+    ledger, prints = StageLedger(run_dir), fingerprints(cfg, inputs)
     stages = Stages(cfg, layout, log)
     for name in stage_names(cfg):
         if name not in todo:
@@ -379,16 +382,14 @@ class Stages:
         return summary
 
     def stats(self, r: int) -> dict:
-        from silkie.stats import stats
+        from silkie import stats
 
-        return stats(self.run.dataset, self.run.stats)["summary"]
+        return stats.run(self.run.root, log=self.log)
 
     def report(self, r: int) -> dict:
-        from silkie.report import write_report
+        from silkie import report
 
-        path = write_report(self.run.root, self.cfg, Ledger(self.run.root).stages)
-        self.log(f"report: {path}")
-        return {"report": str(path)}
+        return report.run(self.cfg, self.run.root, StageLedger(self.run.root).stages, log=self.log)
 
 
 def _mini_overlap(run: Path, options: dict) -> int:

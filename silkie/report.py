@@ -45,7 +45,17 @@ def _training(folder: Path, name: str) -> list[str]:
     return [line]
 
 
-def write_report(run: str | Path, cfg, stages: dict) -> Path:
+__all__ = ["run", "write_run_report"]
+
+
+def run(cfg, run_dir: str | Path, stages: dict, log=print) -> dict:
+    """The stage: RUN/report.md from the run's files and the ledger's `stages`."""
+    path = write_run_report(run_dir, cfg, stages)
+    log(f"report: {path}")
+    return {"report": str(path)}
+
+
+def write_run_report(run: str | Path, cfg, stages: dict) -> Path:
     run = Path(run)
     parts = [f"# Silkie run `{cfg.name}`", "",
              f"Folder `{run}`; seed {cfg.seed}; the resolved config is `config.yaml`. "

@@ -38,6 +38,17 @@ ASPECT_COLORS = {"Helpfulness": "#4c72b0", "Ethical Considerations": "#55a868", 
                  "overall": "#555555"}
 
 
+__all__ = ["compute", "draw", "markdown", "run", "stats"]
+
+
+def run(run_dir: str | Path, log=print) -> dict:
+    """The stage: figures and tables of RUN/vlfeedback into RUN/stats/; returns the ledger's summary."""
+    from silkie.layout import RunLayout
+
+    layout = RunLayout(run_dir)
+    return stats(layout.dataset, layout.stats)["summary"]
+
+
 def stats(dataset: str | Path, out: str | Path, policies=POLICIES) -> dict:
     """Read a dataset (a built folder or a Hub id, `ID@REVISION` allowed), write stats.json, stats.md and
     the figures into `out`, and return what stats.json holds."""

@@ -62,3 +62,40 @@ def test_set_overrides_are_yaml_and_dotted():
         {"dataset": {"pair_policy": "silkie", "judge_noise": 0.2}}
     with pytest.raises(ValueError, match="--set takes key=value"):
         parse_set(["nonsense"])
+
+
+STAGE_COMMANDS = {  # command -> the config dataclasses its flags come from
+    ("collect",): ("silkie.sources", ["CollectConfig"]),
+    ("generate",): ("silkie.pool.generate", ["GenerateConfig"]),
+    ("annotate",): ("silkie.feedback.annotate", ["AnnotateConfig"]),
+}
+
+
+def test_each_stage_flag_is_its_configs_field():
+    """Every field with help text is a flag of its command, and a flag sets exactly that field."""
+    import argparse
+    import dataclasses
+    import importlib
+
+    from silkie.cli import build_parser
+    from silkie.config import given_flags
+    from silkie.feedback.openai_judge import JudgeConfig
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for (command,), (module, names) in STAGE_COMMANDS.items():
+        classes = [getattr(importlib.import_module(module), n) for n in names]
+        classes += [JudgeConfig] if command == "annotate" else []
+        options = {o for a in commands[command]._actions for o in a.option_strings}
+        for cls in classes:
+            for f in dataclasses.fields(cls):
+                if "help" in f.metadata:
+                    flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+                    assert flag in options, (command, f.name, flag)
+    args = build_parser().parse_args(["annotate", "--instructions", "i", "--completions", "c", "--out", "o",
+                                      "--budget-usd", "2.5", "--judge", "scene", "--swap-check", "0.1"])
+    assert given_flags(JudgeConfig, args) == {"budget_usd": 2.5, "swap_check": 0.1}
+    args = build_parser().parse_args(["collect", "--source", "mini", "--source", "llava=x.json", "--n", "5",
+                                      "--quota", "mini=2", "--out", "o"])
+    from silkie.sources import CollectConfig
+
+    assert given_flags(CollectConfig, args) == {"sources": ["mini", "llava=x.json"], "n": 5, "quotas": [("mini", 2)]}

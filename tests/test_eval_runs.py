@@ -29,7 +29,7 @@ def spec(adapter=None, tokens=32):
 
 
 def judge(server, **settings):
-    return runner.Judge(model="judge-1", base_url=server.url, **settings)
+    return runner.Grader(model="judge-1", base_url=server.url, **settings)
 
 
 def reply_for(body: dict) -> str:

@@ -114,7 +114,7 @@ def test_run_report_draws_the_judge_sections_from_json(tmp_path):
     from types import SimpleNamespace
 
     from silkie.feedback.report import sections
-    from silkie.report import write_report
+    from silkie.report import write_run_report
 
     root, _ = scene_run(tmp_path, 10)
     annotate(root / "instructions.jsonl", root / "completions.jsonl", root / "annotations.jsonl", judge="scene",
@@ -125,7 +125,7 @@ def test_run_report_draws_the_judge_sections_from_json(tmp_path):
     cfg = SimpleNamespace(name="t", seed=0, collect=SimpleNamespace(sources=["mini"]),
                           generate=SimpleNamespace(pool="mini"), annotate=SimpleNamespace(judge="scene"),
                           dataset=SimpleNamespace(judge_noise=0), baselines=[], rounds=1)
-    text = write_report(root, cfg, {}).read_text()
+    text = write_run_report(root, cfg, {}).read_text()
     drawn = sections(figures)
     for heading in ("Parsing", "Position bias", "Ratings by aspect", "Mean rating by model"):
         assert f"### Judge: {heading.lower()}\n\n{drawn[heading]}\n" in text, heading

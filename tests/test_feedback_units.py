@@ -7,7 +7,7 @@ import pytest
 
 from silkie import InputError
 from silkie.feedback.annotate import shown_order, swap_checked
-from silkie.feedback.limits import BudgetReached, Ledger, Pacer, Price
+from silkie.feedback.limits import BudgetReached, Pacer, Price, SpendLedger
 from silkie.feedback.openai_judge import JudgeConfig, estimate_tokens, load_judge_config
 from silkie.feedback.prompts import RUBRIC, Prompt, fill_template
 from silkie.schema import ASPECTS, user_turn
@@ -110,7 +110,7 @@ def test_pacer_books_slots_in_arrival_order():
 
 
 def test_ledger_holds_the_worst_case_and_charges_the_real_cost():
-    ledger = Ledger(Price(input=2.0, output=10.0), budget_usd=0.05)
+    ledger = SpendLedger(Price(input=2.0, output=10.0), budget_usd=0.05)
     first = ledger.reserve(10_000, 1000)  # $0.02 + $0.01
     assert first == pytest.approx(0.03)
     with pytest.raises(BudgetReached):
@@ -120,9 +120,9 @@ def test_ledger_holds_the_worst_case_and_charges_the_real_cost():
     second = ledger.reserve(10_000, 1000)  # fits now
     ledger.release(second)  # a request that failed costs nothing
     assert ledger.spent == pytest.approx(0.005) and ledger.held == pytest.approx(0)
-    assert Ledger(None).reserve(10**9, 10**9) == 0  # no price, no budget: unlimited and unpriced
+    assert SpendLedger(None).reserve(10**9, 10**9) == 0  # no price, no budget: unlimited and unpriced
     with pytest.raises(InputError, match="needs the judge model's price"):
-        Ledger(None, budget_usd=1.0)
+        SpendLedger(None, budget_usd=1.0)
 
 
 def test_worst_case_tokens_bound_any_tokenizer():

@@ -154,7 +154,7 @@ def test_card_stats_and_judge_report_count_ratings_alike(tmp_path):
     import zipfile
 
     from silkie.build import build
-    from silkie.feedback.report import write_report
+    from silkie.feedback.report import write_judge_report
 
     def cells(ratings):  # None: the aspect is absent
         return {a: {"Rating": r, "Rationale": "because"} for a, r in zip(ASPECTS, ratings) if r is not None}
@@ -175,7 +175,7 @@ def test_card_stats_and_judge_report_count_ratings_alike(tmp_path):
             z.writestr(f"merged_images/{row_id}.jpg", buffer.getvalue())
     built, _, _ = build(tmp_path / "built", release=release, images=tmp_path / "i.zip")
     result = stats(built, tmp_path / "stats")
-    write_report(annotations, tmp_path / "judge_report.md")
+    write_judge_report(annotations, tmp_path / "judge_report.md")
 
     expected = {"Helpfulness": ({"1": 0, "2": 2, "3": 1, "4": 1, "5": 2}, 0, 2),  # "4/5" and "10" invalid
                 "Ethical Considerations": ({"1": 0, "2": 1, "3": 1, "4": 2, "5": 2}, 2, 0),  # two aspects absent

@@ -135,7 +135,7 @@ def check_template(template: str, placeholders) -> None:
 
 
 @dataclass
-class Judge:
+class Grader:
     """A text-only judge behind any OpenAI-compatible API. `template` is the text of a
     `--judge-template` file (None: the benchmark's own wording)."""
     model: str = "gpt-4o"
@@ -146,7 +146,7 @@ class Judge:
     concurrency: int = 8
 
     @classmethod
-    def from_file(cls, template_file: str | Path | None, placeholders, **settings) -> Judge:
+    def from_file(cls, template_file: str | Path | None, placeholders, **settings) -> Grader:
         template = None
         if template_file:
             try:

@@ -78,7 +78,7 @@ def evaluate(name: str, model: str, adapter: str | None, out: Path, options: dic
 
         return run_mini(model, out, adapter=adapter, log=log, **options)
     from silkie.eval.registry import BENCHMARKS
-    from silkie.eval.runner import Judge, model_spec
+    from silkie.eval.runner import Grader, model_spec
 
     module = BENCHMARKS[name]
     spec = model_spec(model, adapter=adapter, batch_size=options.pop("batch_size", 16),
@@ -89,5 +89,5 @@ def evaluate(name: str, model: str, adapter: str | None, out: Path, options: dic
     if name != "mme":
         settings = {key: options.pop(f"judge_{key}") for key in ("model", "base_url", "api_key_env")
                     if f"judge_{key}" in options}
-        extra["judge"] = Judge.from_file(options.pop("judge_template", None), module.PLACEHOLDERS, **settings)
+        extra["judge"] = Grader.from_file(options.pop("judge_template", None), module.PLACEHOLDERS, **settings)
     return module.run(spec, data, out, log=log, **extra)

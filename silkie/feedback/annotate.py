@@ -218,9 +218,9 @@ class _Stage:
             c.update(self.judge.stats)
             c["prompt_tokens"], c["completion_tokens"] = ledger.prompt_tokens, ledger.completion_tokens
             self.summary.spend_usd = ledger.spent if self.config.price else None
-        from silkie.feedback.report import write_report
+        from silkie.feedback.report import write_judge_report
 
-        write_report(self.out, self.out.parent / "judge_report.md", self.summary)
+        write_judge_report(self.out, self.out.parent / "judge_report.md", self.summary)
         return self.summary
 
     def _save_config(self) -> None:

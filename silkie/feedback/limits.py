@@ -45,7 +45,7 @@ class BudgetReached(Deferred):
     reason = "budget"
 
 
-class Ledger:
+class SpendLedger:
     """What the judge spent, from the token usage each reply reports, under a hard cap.
 
     Before a request is sent, its worst-case cost is held; the cap counts held money as spent, so

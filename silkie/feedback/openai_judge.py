@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from silkie import InputError, one_line, openai_api
 from silkie.cache import RequestCache, request_key
 from silkie.feedback.base import Deferred, Item, Verdict
-from silkie.feedback.limits import Ledger, Pacer, Price
+from silkie.feedback.limits import Pacer, Price, SpendLedger
 from silkie.feedback.parse import Parsed, parse_reply
 from silkie.feedback.prompts import KINDS, REASK, Prompt, PromptRequest
 from silkie.pool.base import GenerationParams
@@ -137,7 +137,7 @@ class OpenAIJudge:
         self.config, self.cache = config, cache
         self.prompt = Prompt.load(config.prompt, config.prompt_template)
         self.name, self.prompt_version = config.model, self.prompt.version
-        self.ledger = Ledger(config.price, config.budget_usd)
+        self.ledger = SpendLedger(config.price, config.budget_usd)
         self.stats: Counter = Counter()  # requests, cache_hits, retries, reasks
         self.batched = False  # in batch mode first asks come only from the cache, which batches fill
         self._requests, self._tokens = Pacer(config.rpm), Pacer(config.tpm)  # per run, across event loops

@@ -174,7 +174,7 @@ def judge_report(annotations: str | Path, summary=None) -> str:
     return markdown(figures(annotations), summary)
 
 
-def write_report(annotations: str | Path, out: str | Path, summary=None) -> Path:
+def write_judge_report(annotations: str | Path, out: str | Path, summary=None) -> Path:
     """Write `out` (Markdown) and the same figures as JSON beside it (judge_report.json)."""
     out = Path(out)
     report = figures(annotations)

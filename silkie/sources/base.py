@@ -1,6 +1,6 @@
 """What every source reader shares: the spec it is given, the items it yields, ids, image fetchers.
 
-A reader turns one dataset release into `Item`s (text in memory, image fetched only when the
+A reader turns one dataset release into `SourceItem`s (text in memory, image fetched only when the
 sampler keeps the item) and `Problem`s (a record it could not use, with a short reason).
 """
 
@@ -34,7 +34,7 @@ class Spec:
 
 
 @dataclass(frozen=True, slots=True)
-class Item:
+class SourceItem:
     id: str
     prompt: str
     meta: dict
@@ -120,7 +120,7 @@ def decode_base64(text: Any, id: str) -> bytes:
 
 
 @dataclass(frozen=True)
-class Row:
+class RawRecord:
     where: str  # the record's position: "17", or "task.file.17" inside a folder
     record: dict
     reload: Callable[[], dict]  # the record again; JSONL re-reads it, so inline images need not stay in memory
@@ -143,7 +143,7 @@ def _reloader(path: Path, offset: int) -> Callable[[], dict]:
     return reload
 
 
-def _jsonl_rows(prefix: str, path: Path, ids: Ids) -> Iterator[Row | Problem]:
+def _jsonl_rows(prefix: str, path: Path, ids: Ids) -> Iterator[RawRecord | Problem]:
     index, offset = 0, 0
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
@@ -160,10 +160,10 @@ def _jsonl_rows(prefix: str, path: Path, ids: Ids) -> Iterator[Row | Problem]:
             if not isinstance(record, dict):
                 yield Problem(ids(where), "bad record", f"{path}:{number}: not a JSON object")
                 continue
-            yield Row(where, record, _reloader(path, start))
+            yield RawRecord(where, record, _reloader(path, start))
 
 
-def _json_rows(prefix: str, path: Path, ids: Ids) -> Iterator[Row | Problem]:
+def _json_rows(prefix: str, path: Path, ids: Ids) -> Iterator[RawRecord | Problem]:
     try:
         data = json.loads(path.read_bytes())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -175,12 +175,12 @@ def _json_rows(prefix: str, path: Path, ids: Ids) -> Iterator[Row | Problem]:
     for index, record in enumerate(data):
         where = f"{prefix}{index}"
         if isinstance(record, dict):
-            yield Row(where, record, lambda record=record: record)
+            yield RawRecord(where, record, lambda record=record: record)
         else:
             yield Problem(ids(where), "bad record", f"{path}: record {index} is not a JSON object")
 
 
-def json_rows(path: Path, ids: Ids, suffixes: tuple[str, ...] = (".json", ".jsonl")) -> Iterator[Row | Problem]:
+def json_rows(path: Path, ids: Ids, suffixes: tuple[str, ...] = (".json", ".jsonl")) -> Iterator[RawRecord | Problem]:
     """The records of a JSON array or JSONL file, or of every such file under a folder (sorted)."""
     for prefix, file in _files(path, suffixes):
         rows = _jsonl_rows if file.suffix == ".jsonl" else _json_rows

@@ -22,7 +22,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from silkie import InputError
-from silkie.sources.base import Ids, Item, Problem, Spec, decode_base64, file_image, first, json_rows, strip_marker
+from silkie.sources.base import (
+    Ids,
+    Problem,
+    SourceItem,
+    Spec,
+    decode_base64,
+    file_image,
+    first,
+    json_rows,
+    strip_marker,
+)
 
 IMAGE_TYPES = ("path", "base64", "bytes")
 
@@ -42,7 +52,7 @@ def _image_bytes(value: Any, kind: str, spec: Spec, id: str) -> bytes:
     raise Problem(id, "no image", f"{id}: no usable image ({kind}) in the image field")
 
 
-def _item(spec: Spec, ids: Ids, row: dict, where: str, fetch: Callable[[], Any], kind: str) -> Item | Problem:
+def _item(spec: Spec, ids: Ids, row: dict, where: str, fetch: Callable[[], Any], kind: str) -> SourceItem | Problem:
     """One row as an item; `fetch` returns the image field's value when the image is needed."""
     id_field, prompt_field = spec.options.get("id"), spec.options.get("prompt", "prompt")
     original = row.get(id_field) if id_field else None
@@ -52,7 +62,7 @@ def _item(spec: Spec, ids: Ids, row: dict, where: str, fetch: Callable[[], Any],
     if not prompt:
         return Problem(id, "no prompt", f"{id}: no text in field {prompt_field!r}")
     meta = {"original_id": str(original)} if original is not None else {}
-    return Item(id, prompt, meta, lambda: _image_bytes(fetch(), kind, spec, id))
+    return SourceItem(id, prompt, meta, lambda: _image_bytes(fetch(), kind, spec, id))
 
 
 def _kind(spec: Spec, default: str) -> str:
@@ -62,7 +72,7 @@ def _kind(spec: Spec, default: str) -> str:
     return kind
 
 
-def read_jsonl(spec: Spec) -> Iterator[Item | Problem]:
+def read_jsonl(spec: Spec) -> Iterator[SourceItem | Problem]:
     ids, kind = Ids(spec.label), _kind(spec, "path")
     field = spec.options.get("image", "image")
     for row in json_rows(spec.path, ids):
@@ -86,7 +96,7 @@ def _undecoded(feature):
     return None
 
 
-def read_hub(spec: Spec) -> Iterator[Item | Problem]:
+def read_hub(spec: Spec) -> Iterator[SourceItem | Problem]:
     import datasets
 
     options = spec.options

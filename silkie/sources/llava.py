@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from silkie.sources.base import Ids, Item, Problem, Spec, file_image, first_human_turn, json_rows
+from silkie.sources.base import Ids, Problem, SourceItem, Spec, file_image, first_human_turn, json_rows
 
 
-def conversations(spec: Spec) -> Iterator[Item | Problem]:
+def conversations(spec: Spec) -> Iterator[SourceItem | Problem]:
     ids = Ids(spec.label)
     for row in json_rows(spec.path, ids):
         if isinstance(row, Problem):
@@ -34,7 +34,7 @@ def conversations(spec: Spec) -> Iterator[Item | Problem]:
             yield Problem(id, "no image", f"{id}: `image` must name one image file, got {image!r:.60}")
         else:
             meta = {"original_id": str(original), "image_file": image, "human_turns": turns}
-            yield Item(id, prompt, meta, file_image(spec.images_root, image, id))
+            yield SourceItem(id, prompt, meta, file_image(spec.images_root, image, id))
 
 
 read = conversations

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from silkie.sources.base import Ids, Item, Problem, Spec, file_image, json_rows
+from silkie.sources.base import Ids, Problem, SourceItem, Spec, file_image, json_rows
 
 VG_FOLDERS = ("", "VG_100K/", "VG_100K_2/")
 
@@ -25,7 +25,7 @@ def _vg_image(root, image_id: str, id: str):
     return read
 
 
-def read(spec: Spec) -> Iterator[Item | Problem]:
+def read(spec: Spec) -> Iterator[SourceItem | Problem]:
     ids = Ids(spec.label)
     for row in json_rows(spec.path, ids):
         if isinstance(row, Problem):
@@ -40,4 +40,4 @@ def read(spec: Spec) -> Iterator[Item | Problem]:
         else:
             task = row.record.get("task")
             meta = {"image_id": str(image_id), **({"task": task} if isinstance(task, str) else {})}
-            yield Item(id, question.strip(), meta, _vg_image(spec.images_root, str(image_id), id))
+            yield SourceItem(id, question.strip(), meta, _vg_image(spec.images_root, str(image_id), id))

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from silkie.sources.base import Ids, Item, Problem, Spec, decode_base64, first, json_rows
+from silkie.sources.base import Ids, Problem, SourceItem, Spec, decode_base64, first, json_rows
 
 
 def _first_image(reload, id: str):
     return lambda: decode_base64(first(reload().get("image_base64_str")), id)
 
 
-def read(spec: Spec) -> Iterator[Item | Problem]:
+def read(spec: Spec) -> Iterator[SourceItem | Problem]:
     ids = Ids(spec.label)
     for row in json_rows(spec.path, ids, suffixes=(".jsonl",)):
         if isinstance(row, Problem):
@@ -37,4 +37,4 @@ def read(spec: Spec) -> Iterator[Item | Problem]:
         parts = [instruction.strip()] + ([inputs.strip()] if isinstance(inputs, str) and inputs.strip() else [])
         images = record.get("image_base64_str")
         meta = {"images_in_record": len(images) if isinstance(images, list) else 1}
-        yield Item(id, "\n".join(parts), meta, _first_image(row.reload, id))
+        yield SourceItem(id, "\n".join(parts), meta, _first_image(row.reload, id))

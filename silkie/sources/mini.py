@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import partial
 
-from silkie.sources.base import Item, Spec
+from silkie.sources.base import SourceItem, Spec
 
 
-def read(spec: Spec) -> Iterator[Item]:
+def read(spec: Spec) -> Iterator[SourceItem]:
     from silkie.world.make import instructions, scene_image
 
     for record, scene in instructions(spec.n, spec.seed):
-        yield Item(record["id"], record["prompt"], record["meta"], partial(scene_image, scene))
+        yield SourceItem(record["id"], record["prompt"], record["meta"], partial(scene_image, scene))

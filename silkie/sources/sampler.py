@@ -20,7 +20,7 @@ from pathlib import Path
 
 from silkie import InputError
 from silkie.io import ImageError, JsonlWriter, read_jsonl, store_image
-from silkie.sources.base import Item, Problem, Spec
+from silkie.sources.base import Problem, SourceItem, Spec
 from silkie.sources.specs import Reader, parse_quota, parse_source
 
 # Instructions per source in the paper (80,258 in all): the default mix.
@@ -151,7 +151,7 @@ class _Skipped:
             self.writer.close()
 
 
-def _read(spec: Spec, reader: Reader, stats: SourceStats, skipped: _Skipped) -> list[Item]:
+def _read(spec: Spec, reader: Reader, stats: SourceStats, skipped: _Skipped) -> list[SourceItem]:
     items = []
     for entry in reader.read(spec):
         stats.read += 1
@@ -165,7 +165,7 @@ def _read(spec: Spec, reader: Reader, stats: SourceStats, skipped: _Skipped) -> 
     return items
 
 
-def _store(item: Item, images: Path, seen: dict[tuple[str, str], str]) -> str:
+def _store(item: SourceItem, images: Path, seen: dict[tuple[str, str], str]) -> str:
     """Store the item's image and return its path, unless it is unreadable or repeats a kept item."""
     try:
         image = store_image(item.image(), images)

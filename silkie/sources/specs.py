@@ -15,7 +15,7 @@ from pathlib import Path
 
 from silkie import InputError
 from silkie.sources import comvint, generic, llava, llavar, lrv, m3it, mini, svit, vlsafe
-from silkie.sources.base import Item, Problem, Spec
+from silkie.sources.base import Problem, SourceItem, Spec
 
 COMMON = ("images", "name")
 FIELDS = COMMON + ("prompt", "image", "image_type", "id")
@@ -23,7 +23,7 @@ FIELDS = COMMON + ("prompt", "image", "image_type", "id")
 
 @dataclass(frozen=True)
 class Reader:
-    read: Callable[[Spec], Iterator[Item | Problem]]
+    read: Callable[[Spec], Iterator[SourceItem | Problem]]
     path: str | None = "file"  # "file": a local file or folder; "dataset": what load_dataset opens; None: none
     options: tuple[str, ...] = COMMON
     shuffle: bool = True  # False for a generated source, which comes in seeded random order already

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from silkie.sources.base import Ids, Item, Problem, Spec, file_image, json_rows
+from silkie.sources.base import Ids, Problem, SourceItem, Spec, file_image, json_rows
 
 
-def read(spec: Spec) -> Iterator[Item | Problem]:
+def read(spec: Spec) -> Iterator[SourceItem | Problem]:
     ids = Ids(spec.label)
     for row in json_rows(spec.path, ids):
         if isinstance(row, Problem):
@@ -32,4 +32,4 @@ def read(spec: Spec) -> Iterator[Item | Problem]:
             yield Problem(id, "no image", f"{id}: no `image_id` file name")
         else:
             meta = {"task": "unsafe", "image_file": image, "caption": row.record.get("caption")}
-            yield Item(id, query.strip(), meta, file_image(spec.images_root, image, id))
+            yield SourceItem(id, query.strip(), meta, file_image(spec.images_root, image, id))
