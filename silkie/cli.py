@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from silkie import InputError
+from silkie import InputError, quiet
 from silkie.config import add_flags, from_dict, given_flags
 
 
@@ -216,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     from silkie.sources import CollectConfig
 
     parser = argparse.ArgumentParser(prog="silkie", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="library warnings, progress bars and the Trainer's raw metric dicts (or SILKIE_VERBOSE=1)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     loop = commands.add_parser("run", help="the whole loop: collect, generate, annotate, dataset, train, eval, "
@@ -383,8 +385,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "train" in argv[:2] and argv[:argv.index("train")] in ([], ["-v"], ["--verbose"]):
+        # its flags are generated from TRL's DPOConfig, so silkie.train parses them (importing trl); the
+        # train subparser below only lists the command for `silkie --help`
+        from silkie.train import main as train_main
+
+        at = argv.index("train")
+        return train_main(argv[:at] + argv[at + 1:], prog="silkie train")
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet(args.verbose)
     try:
         return args.func(args) or 0
     except (InputError, FileNotFoundError) as error:

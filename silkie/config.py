@@ -41,7 +41,13 @@ def parse_set(items: list[str] | None) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise InputError(f"--set takes key=value, got {item!r}")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):  # YAML 1.1 reads 1e-5 (no dot) as text; a number is meant
+            try:
+                parsed = float(parsed) if parsed.strip().lower() not in ("nan", "inf", "-inf", "infinity") else parsed
+            except ValueError:
+                pass
+        out[key.strip().replace("-", "_")] = parsed
     return out
 
 

@@ -81,8 +81,17 @@ def load_for_training(model: str, revision: str | None = None, bf16: bool = True
 
 
 def _from_pretrained(model: str, path: str, dtype, device_map, revision, trust_remote_code):
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    import os
 
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers.utils import logging
+
+    if os.environ.get("SILKIE_VERBOSE") != "1":  # silkie.quiet: no "Loading weights" bar per model; this
+        logging.disable_progress_bar()  # turns the Hub's off too, and a long download must still show its bar
+        if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") is None:
+            from huggingface_hub.utils import enable_progress_bars
+
+            enable_progress_bars()
     kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
     try:
         processor = AutoProcessor.from_pretrained(path, **kwargs)

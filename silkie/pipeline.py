@@ -83,20 +83,28 @@ class PipelineConfig:
         from silkie.feedback.openai_judge import load_judge_config
         from silkie.pairs import parse_policy
         from silkie.pool.config import load_pool
-        from silkie.train import load_config as train_config
 
         self.dataset.validate(f"{where}: dataset")
         for name, baseline in self.baselines.items():
             named(f"{where}: baselines.{name}.pair_policy", parse_policy, baseline.pair_policy)
         named(f"{where}: generate.pool", load_pool, self.generate.pool)
         named(f"{where}: annotate.overrides", load_judge_config, self.annotate.config, self.annotate.overrides)
-        # training keys: the preset with each recipe's overrides; the dataset comes from the run
+        self.check_training(where)
+        self.eval.validate(where)
+        self.source = where  # not a field: where messages point, for the checks `run` adds
+
+    def check_training(self, where: str, full: bool = False) -> None:
+        """The training preset with each recipe's overrides (the dataset comes from the run): Silkie's own
+        keys without TRL; with `full`, every DPOConfig key too, which imports TRL and so torch. `silkie run`
+        makes the full check before any stage runs when a training stage is to run, so a finished run's
+        rerun stays free of torch and a bad DPO key still never waits for a paid annotate stage."""
+        from silkie.train.config import check_keys
+
         recipes = {"train.set": self.train.set, **{f"baselines.{n}.set": {**self.train.set, **b.set}
                                                    for n, b in self.baselines.items()}}
         for key, overrides in recipes.items():
-            named(f"{where}: {key}", lambda o: train_config(preset=self.train.preset, overrides={**o, "dataset": "-"})
-                   .check(), overrides)
-        self.eval.validate(where)
+            named(f"{where}: {key}", lambda o: check_keys(self.train.preset, {**o, "dataset": "-"}, full=full),
+                  overrides)
 
 
 def load_config(preset: str | None = None, config: str | Path | None = None, overrides: dict | None = None
@@ -222,13 +230,15 @@ def run(cfg: PipelineConfig, out: str | Path, force: bool = False, from_stage: s
 
     layout = RunLayout(out)
     run_dir = layout.root
-    run_dir.mkdir(parents=True, exist_ok=True)
     if until is not None and until not in stage_names(cfg):
         raise InputError(f"--until {until!r}: this run's stages are {', '.join(stage_names(cfg))}")
     todo = plan(cfg, run_dir, force, from_stage)
     if not todo:
         log(f"{run_dir}: every stage is up to date; nothing to do (report: {layout.report})")
         return layout.report
+    if any(split(name)[0] == "train" for name in todo):
+        cfg.check_training(getattr(cfg, "source", f"pipeline {cfg.name!r}"), full=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     layout.config.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     # read once: a preset edited while the run goes on must not mix old and new in the ledger
     inputs = {name: stage_inputs(cfg, name) for name in stage_names(cfg)}

@@ -68,6 +68,7 @@ STAGE_COMMANDS = {  # command -> the config dataclasses its flags come from
     ("collect",): ("silkie.sources", ["CollectConfig"]),
     ("generate",): ("silkie.pool.generate", ["GenerateConfig"]),
     ("annotate",): ("silkie.feedback.annotate", ["AnnotateConfig"]),
+    ("train",): ("silkie.train", ["SilkieArguments"]),  # + every DPOConfig key, in `silkie train --help` (TRL)
 }
 
 

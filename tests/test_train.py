@@ -256,3 +256,51 @@ def test_sft_mode_trains_on_the_chosen_answers_only(toy_dataset, tiny_model_path
     sft_gap = gap(first, second)
     dpo_gap = gap(run(toy_dataset, "dpo", "dpo-a"), run(other, "dpo", "dpo-b"))
     assert sft_gap < 1e-3 and dpo_gap > 30 * sft_gap, (sft_gap, dpo_gap)
+
+
+def test_command_line_flags_override_the_preset_and_reach_trl(tmp_path):
+    """`silkie train --preset mini --beta 0.2 --set lora_r=8 ...`: every key is a flag generated from
+    SilkieArguments or DPOConfig, flags override the preset, --set comes last; the old spellings stay."""
+    from silkie.train import build_parser, config_from_args
+    from silkie.train.recipe import dpo_args
+
+    argv = ["--preset", "mini", "--dataset", "d", "--model", "world:mini-terse", "--revision", "main",
+            "--output-dir", str(tmp_path), "--max-steps", "5", "--beta", "0.2", "--learning-rate", "1e-4",
+            "--adam_epsilon", "1e-7", "--lora_alpha", "4", "--loss_weights", "1", "0.5", "--set", "lora_r=8",
+            "--set", "learning_rate=2.0e-4", "--preflight"]
+    args = build_parser("silkie train").parse_args(argv)
+    cfg = config_from_args(args)
+    assert args.preflight and not args.resume
+    assert (cfg.beta, cfg.lora_r, cfg.lora_alpha, cfg.learning_rate) == (0.2, 8, 4, 2e-4)
+    assert (cfg.model, cfg.revision, cfg.dataset, cfg.max_steps) == ("world:mini-terse", "main", "d", 5)
+    assert cfg.weight_decay == 0.05 and cfg.lora_dropout == 0.0  # the preset's, where no flag was given
+    args = dpo_args(cfg.check())
+    assert (args.beta, args.learning_rate, args.adam_epsilon, args.max_steps) == (0.2, 2e-4, 1e-7, 5)
+    assert list(args.loss_type) == ["sigmoid", "sft"] and list(args.loss_weights) == [1.0, 0.5]
+    assert args.output_dir == str(tmp_path)
+
+
+def test_training_is_quiet_unless_verbose(toy_dataset, tiny_model_paths, tmp_path):
+    """`python -m silkie.train`: one line per logged step, no raw metric dicts, no per-model "Loading
+    weights" bar, no deprecation warning; -v brings them back. In a process of its own, as users run it."""
+    import os
+    import subprocess
+    import sys
+
+    def run(*flags):
+        command = [sys.executable, "-m", "silkie.train", "--preset", "mini", "--dataset", str(toy_dataset),
+                   "--model", str(tiny_model_paths["tiny-qwen2-vl"]), "--output-dir", str(tmp_path / str(len(flags))),
+                   "--max-steps", "2", "--max-rows", "8", "--per-device-train-batch-size", "4",
+                   "--global-batch-size", "4", "--logging-steps", "1", "--preflight-rows", "2", *flags]
+        env = {k: v for k, v in os.environ.items() if k != "SILKIE_VERBOSE"}
+        done = subprocess.run(command, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout + done.stderr
+
+    shown = run()
+    assert "step 1: loss=" in shown and "step 2: loss=" in shown and "trained 2 steps" in shown
+    for noise in ("{'loss'", "Loading weights", "Warning"):
+        assert noise not in shown, (noise, shown)
+    shown = run("-v")
+    assert "step 1: loss=" in shown and "{'loss'" in shown and "Loading weights" in shown

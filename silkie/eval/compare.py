@@ -130,7 +130,7 @@ def markdown(comparison: dict, level: float = LEVEL) -> str:
 def headline(comparison: dict, level: float = LEVEL) -> list[str]:
     """One line per benchmark metric: base -> trained, the change and its CI (what `silkie run` ends with)."""
     def num(x):
-        return f"{x:.{DIGITS}g}" if abs(x) < 1 else f"{x:.1f}"
+        return f"{x:.{DIGITS}g}" if abs(x) < 1 else f"{x:.2f}" if abs(x) < 100 else f"{x:.1f}"
     return [f"{name} {metric}: {num(m['base'])} -> {num(m['trained'])} ({m['delta']:+.3g}, "
             f"{round(100 * level)}% CI [{m['ci'][0]:+.3g}, {m['ci'][1]:+.3g}])"
             for name, result in comparison.items() for metric, m in result["metrics"].items()]

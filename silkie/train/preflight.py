@@ -121,17 +121,17 @@ def _collated_lengths(dataset, processor, batch_size: int) -> list[int]:
     return lengths
 
 
-def _estimate_memory_gb(model, cfg, trainable: int, longest: int, cuda: bool) -> float:
+def _estimate_memory_gb(model, cfg, trainable: int, longest: int) -> float:
     text = model.config.get_text_config()
     hidden, layers = text.hidden_size, text.num_hidden_layers
-    dtype_bytes = 2 if (cfg.bf16 and cuda) else 4
+    dtype_bytes = next(model.parameters()).element_size()  # bf16 weights on a GPU when asked, fp32 otherwise
     weights = sum(p.numel() for p in model.parameters()) * dtype_bytes
     adapter = trainable * (4 + 4 + 8)  # fp32 weight, grad, Adam moments
     tokens = 2 * cfg.per_device_train_batch_size * longest  # chosen and rejected
     # ~34 bytes of activations per token per hidden unit per layer in half precision (Korthikanti et al.);
     # with checkpointing only the layer inputs stay, plus one layer being recomputed.
     per_layer = tokens * hidden * (34 if dtype_bytes == 2 else 68)
-    activations = (tokens * hidden * dtype_bytes * layers + per_layer) if cfg.gradient_checkpointing \
+    activations = (tokens * hidden * dtype_bytes * layers + per_layer) if cfg.checkpointing \
         else per_layer * layers
     return (weights + adapter + activations) * 1.2 / 1e9  # 20% for the allocator, vision tower and buffers
 
@@ -225,7 +225,7 @@ def preflight(model, processor, dataset, cfg, targets, lengths: list[int] | None
     modules = dict(model.named_modules())
     report.trainable = sum(cfg.lora_r * (modules[m].in_features + modules[m].out_features) for m in targets.modules
                            if hasattr(modules[m], "in_features"))
-    report.memory_gb = _estimate_memory_gb(model, cfg, report.trainable, report.longest, torch.cuda.is_available())
+    report.memory_gb = _estimate_memory_gb(model, cfg, report.trainable, report.longest)
     if cfg.max_memory_gb is not None and report.memory_gb > cfg.max_memory_gb:
         report.problems.append(f"peak memory estimate {report.memory_gb:.1f} GB exceeds max_memory_gb "
                                f"{cfg.max_memory_gb} (lower per_device_train_batch_size or max_length)")

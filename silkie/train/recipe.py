@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import TrainerCallback
+from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 from trl import DPOTrainer
 
 from silkie import InputError
-from silkie.train.config import TrainConfig
+from silkie.train.config import TrainConfig, dpo_args
 
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
@@ -128,33 +128,6 @@ class _StopAt(TrainerCallback):
             raise KeyboardInterrupt(f"stopped at step {state.global_step}")
 
 
-def dpo_args(cfg: TrainConfig, **extra):
-    import torch
-    from trl import DPOConfig
-
-    cuda = torch.cuda.is_available()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    checkpointing = cfg.gradient_checkpointing and cuda  # recomputation buys nothing on a CPU
-    loss_type, weights = (["sft"], None) if cfg.mode == "sft" else (list(cfg.loss_type), cfg.loss_weights)
-    return DPOConfig(
-        output_dir=cfg.output_dir, seed=cfg.seed, data_seed=cfg.seed,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.accumulation(world),
-        num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio,
-        weight_decay=cfg.weight_decay, adam_beta2=cfg.adam_beta2,
-        beta=cfg.beta, loss_type=loss_type, loss_weights=weights,
-        max_length=None,  # rows are filtered by pre-flight; TRL's truncation could cut image tokens
-        bf16=cfg.bf16 and cuda, use_cpu=not cuda,
-        gradient_checkpointing=checkpointing, activation_checkpointing=checkpointing,
-        ddp_backend="gloo" if (world > 1 and not cuda) else None,
-        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
-        logging_steps=cfg.logging_steps, report_to=list(cfg.report_to) or "none",
-        dataloader_num_workers=cfg.dataloader_num_workers, disable_tqdm=True,
-        trust_remote_code=cfg.trust_remote_code, **extra,
-    )
-
-
 def load_pairs(cfg: TrainConfig):
     from datasets import load_dataset
 
@@ -245,12 +218,13 @@ def train(cfg: TrainConfig, resume: bool = False, preflight_only: bool = False, 
     from silkie.train.preflight import preflight
 
     cfg.check()
-    out = Path(cfg.output_dir)
+    args = dpo_args(cfg)
+    out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     main_process = int(os.environ.get("RANK", "0")) == 0
     dataset = load_pairs(cfg)
     if model is None:
-        model, processor = load_for_training(cfg.model, cfg.revision, cfg.bf16, cfg.trust_remote_code)
+        model, processor = load_for_training(cfg.model, cfg.revision, args.bf16, args.trust_remote_code)
     targets = resolve_lora_targets(model, cfg.lora_target_modules)
     report = preflight(model, processor, dataset, cfg, targets)
     if main_process:
@@ -267,9 +241,12 @@ def train(cfg: TrainConfig, resume: bool = False, preflight_only: bool = False, 
 
     rows = dataset.select(report.kept) if len(report.kept) < len(dataset) else dataset
     trainer = SilkieDPOTrainer(
-        model=model, args=dpo_args(cfg), train_dataset=rows, processing_class=processor,
+        model=model, args=args, train_dataset=rows, processing_class=processor,
         peft_config=lora_config(targets, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout),
         callbacks=[MetricsLog(out / "metrics.jsonl"), *callbacks])
+    if os.environ.get("SILKIE_VERBOSE") != "1":  # silkie.quiet: MetricsLog's line, not the Trainer's raw dicts
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
     reference_seconds = 0.0
     if cfg.ref_cache or cfg.mode == "sft":
         import hashlib
