@@ -40,7 +40,7 @@ def make_data(root: Path, n: int) -> Path:
 
 
 def run_variant(variant: str, data: str, model: str, out: str, epochs: float, batch: int) -> dict:
-    from silkie.train import load_config
+    from silkie.train import load_train_config as load_config
 
     cfg = load_config(preset="mini", overrides=dict(
         dataset=data, model=model, output_dir=out, num_train_epochs=epochs, per_device_train_batch_size=batch,

@@ -15,11 +15,11 @@ from silkie.config import add_flags, from_dict, given_flags
 
 def run_pipeline(args: argparse.Namespace) -> None:
     from silkie.config import parse_set
-    from silkie.pipeline import load_config, run
+    from silkie.pipeline import load_pipeline_config, run
 
     # the named flags are shorthands for config keys; the loader checks every value's range
     overrides = {"dataset.judge_noise": args.judge_noise, "rounds": args.rounds, **parse_set(args.set)}
-    cfg = load_config(args.preset, args.config, overrides)
+    cfg = load_pipeline_config(args.preset, args.config, overrides)
     report = run(cfg, args.out or f"runs/{cfg.name}", force=args.force, from_stage=args.from_stage, until=args.until)
     comparison = report.parent / "eval" / "comparison.json"
     if comparison.is_file():  # the headline: base -> Silkie on each benchmark

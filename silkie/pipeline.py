@@ -36,8 +36,8 @@ from silkie.layout import RunLayout, adapter_base
 from silkie.pool.generate import GenerateConfig
 from silkie.sources.sampler import CollectConfig
 
-__all__ = ["LEDGER", "STAGES", "Baseline", "PipelineConfig", "StageLedger", "Stages", "Train", "load_config", "plan",
-           "run", "stage_names"]
+__all__ = ["LEDGER", "STAGES", "Baseline", "PipelineConfig", "StageLedger", "Stages", "Train", "load_pipeline_config",
+           "plan", "run", "stage_names"]
 
 ROUND_STAGES = ("collect", "generate", "annotate", "dataset", "train", "eval")  # repeated by --rounds
 FINAL_STAGES = ("stats", "report")
@@ -107,7 +107,7 @@ class PipelineConfig:
                   overrides)
 
 
-def load_config(preset: str | None = None, config: str | Path | None = None, overrides: dict | None = None
+def load_pipeline_config(preset: str | None = None, config: str | Path | None = None, overrides: dict | None = None
                 ) -> PipelineConfig:
     """configs/pipeline/<preset>.yaml or a YAML file, with dotted-key `overrides` ({"dataset.judge_noise": 0.2}),
     every key and every config it names checked."""
@@ -337,7 +337,7 @@ class Stages:
         return summary
 
     def _train_config(self, r: int, **overrides):
-        from silkie.train import load_config as train_config
+        from silkie.train import load_train_config as train_config
 
         model = {"model": str(self.policy(r))} if r > 1 else {}
         return train_config(preset=self.cfg.train.preset, overrides={**self.cfg.train.set, **model, **overrides})

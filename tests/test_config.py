@@ -47,7 +47,7 @@ def test_silkie_run_refuses_a_bad_config_before_any_stage(key, tmp_path, capsys)
 
 
 def test_every_shipped_pipeline_config_passes(tmp_path):
-    from silkie.pipeline import load_config
+    from silkie.pipeline import load_pipeline_config as load_config
 
     for path in (RESOURCES / "configs" / "pipeline").glob("*.yaml"):
         assert load_config(config=path).name == path.stem

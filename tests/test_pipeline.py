@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from silkie import InputError
-from silkie.pipeline import LEDGER, load_config, plan, run, stage_names
+from silkie.pipeline import LEDGER, load_pipeline_config, plan, run, stage_names
 
 SMALL = {
     "name": "small", "seed": 0, "rounds": 2,
@@ -46,7 +46,7 @@ def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     config = write_config(root)
     lines = []
-    report = run(load_config(config=config), root / "run", log=lines.append)
+    report = run(load_pipeline_config(config=config), root / "run", log=lines.append)
     return root, config, root / "run", report, lines
 
 
@@ -62,7 +62,7 @@ def test_every_stage_leaves_its_files(finished):
 
     _, config, run_dir, report, _ = finished
     ledger = json.loads((run_dir / LEDGER).read_text())["stages"]
-    names = stage_names(load_config(config=config))
+    names = stage_names(load_pipeline_config(config=config))
     assert names[6:12] == ["collect@2", "generate@2", "annotate@2", "dataset@2", "train@2", "eval@2"]
     assert list(ledger) == names and all(e["state"] == "done" for e in ledger.values())
     default = datasets.load_dataset(str(run_dir / "vlfeedback"), "default", split="train")
@@ -123,7 +123,7 @@ def test_a_missing_baseline_dataset_is_an_error_not_silkies_pairs(finished, tmp_
     shutil.copytree(run_dir / "vlfeedback", copy / "vlfeedback")
     shutil.copytree(run_dir / "train", copy / "train", ignore=shutil.ignore_patterns("checkpoint-*", "merged"))
     with pytest.raises(InputError, match=r"baseline 'longest'.*baselines/longest/vlfeedback"):
-        Stages(load_config(config=config), copy, print).train(1)
+        Stages(load_pipeline_config(config=config), copy, print).train(1)
     assert not (copy / "baselines" / "longest" / "train").exists()
 
 
@@ -155,12 +155,12 @@ def test_a_finished_run_does_nothing_and_loads_no_model(finished):
 
 def test_changed_inputs_name_the_stage_and_force_redoes_it(finished, tmp_path):
     _, _, run_dir, _, _ = finished
-    changed = load_config(config=write_config(tmp_path, **{"dataset.pair_policy": "maxmin"}))
+    changed = load_pipeline_config(config=write_config(tmp_path, **{"dataset.pair_policy": "maxmin"}))
     with pytest.raises(InputError, match=r"stage 'dataset' .*dataset\.pair_policy changed.*--force"):
         plan(changed, run_dir)
     names = stage_names(changed)
     assert plan(changed, run_dir, force=True) == names[names.index("dataset"):]
-    assert plan(load_config(config=write_config(tmp_path)), run_dir, from_stage="stats") == ["stats", "report"]
+    assert plan(load_pipeline_config(config=write_config(tmp_path)), run_dir, from_stage="stats") == ["stats", "report"]
     result = silkie("run", "--config", str(write_config(tmp_path, **{"generate.pool": "vlfeedback"})),
                     "--out", str(run_dir))
     assert result.returncode == 2 and "stage 'generate'" in result.stderr and len(result.stderr.splitlines()) == 1

@@ -14,9 +14,9 @@ def names(kind: str) -> list[str]:
 
 def test_every_shipped_preset_loads():
     from silkie.feedback.openai_judge import load_judge_config
-    from silkie.pipeline import load_config as pipeline_config
+    from silkie.pipeline import load_pipeline_config as pipeline_config
     from silkie.pool.config import load_pool
-    from silkie.train import load_config as train_config
+    from silkie.train import load_train_config as train_config
 
     assert names("pipeline") and names("train") and names("pool") and names("judge")
     for name in names("pipeline"):
@@ -37,7 +37,7 @@ def test_every_shipped_preset_loads():
 def test_the_paper_preset_is_the_papers_recipe():
     """Li et al. (2023), section 4: LoRA r 64 / alpha 16 / dropout 0.05, lr 1e-5 with a cosine schedule and
     warmup 0.1, weight decay 0.05, Adam beta2 0.98, DPO beta 0.1, 3 epochs, global batch 256, max length 2048."""
-    from silkie.train import load_config
+    from silkie.train import load_train_config as load_config
 
     cfg = load_config(preset="silkie-paper")
     paper = dict(lora_r=64, lora_alpha=16, lora_dropout=0.05, learning_rate=1e-5, lr_scheduler_type="cosine",
@@ -49,7 +49,7 @@ def test_the_paper_preset_is_the_papers_recipe():
 
 @pytest.mark.parametrize("preset", ["silkie-paper", "mini"])
 def test_trl_receives_the_configs_optimisation_and_loss(preset, tmp_path):
-    from silkie.train import load_config
+    from silkie.train import load_train_config as load_config
     from silkie.train.recipe import dpo_args
 
     cfg = load_config(preset=preset, overrides={"dataset": "d", "output_dir": str(tmp_path)})
@@ -76,7 +76,7 @@ def write_preset(tmp_path, **changes):
 @pytest.mark.parametrize("key", ["mdoe", "lora_rank"])
 def test_a_key_neither_silkies_nor_dpoconfigs_is_refused_naming_file_and_key(key, tmp_path):
     from silkie import InputError
-    from silkie.train import load_config
+    from silkie.train import load_train_config as load_config
 
     path = write_preset(tmp_path, **{key: 1})
     with pytest.raises(InputError) as error:
@@ -88,7 +88,7 @@ def test_a_key_neither_silkies_nor_dpoconfigs_is_refused_naming_file_and_key(key
 def test_every_dpoconfig_key_of_a_preset_reaches_trl_as_written(tmp_path):
     """Keys this project never names (max_grad_norm, adam_epsilon, optim) reach TRL: nothing is copied
     by hand. Only the keys dpo_args decides itself differ from what the preset wrote."""
-    from silkie.train import load_config
+    from silkie.train import load_train_config as load_config
     from silkie.train.recipe import dpo_args
 
     path = write_preset(tmp_path, max_grad_norm=0.5, adam_epsilon=1e-7, optim="adafactor", save_total_limit=7)
@@ -105,7 +105,7 @@ def test_every_dpoconfig_key_of_a_preset_reaches_trl_as_written(tmp_path):
 
 def test_warmup_ratio_is_the_papers_share_and_warmup_steps_replaces_it(tmp_path):
     from silkie import InputError
-    from silkie.train import load_config
+    from silkie.train import load_train_config as load_config
     from silkie.train.recipe import dpo_args
 
     paper = load_config(preset="silkie-paper", overrides={"dataset": "d"})
@@ -121,7 +121,7 @@ def test_the_saved_train_config_loads_back_to_the_same_trl_arguments(tmp_path):
     and it carries the keys the model card shows."""
     import yaml
 
-    from silkie.train import load_config
+    from silkie.train import load_train_config as load_config
     from silkie.train.recipe import dpo_args
 
     cfg = load_config(preset="mini", overrides={"dataset": "d", "output_dir": str(tmp_path), "max_grad_norm": 0.5})

@@ -10,7 +10,7 @@ from datasets import Dataset
 
 from silkie import InputError
 from silkie.schema import PAIRS_FEATURES, assistant_turn, user_turn
-from silkie.train import load_config
+from silkie.train import load_train_config
 from silkie.world.scenes import IMAGE_SIZE
 
 
@@ -42,7 +42,7 @@ def config(dataset, model, out, **extra):
                   per_device_train_batch_size=4, global_batch_size=4, logging_steps=1, save_steps=100,
                   warmup_ratio=0.0, lr_scheduler_type="constant", preflight_rows=4)
     values.update(extra)
-    return load_config(preset="mini", overrides=values)
+    return load_train_config(preset="mini", overrides=values)
 
 
 def logits(model, processor, row):

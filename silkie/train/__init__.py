@@ -1,7 +1,7 @@
 """Train Silkie: DPO (or SFT) + LoRA on the language model with TRL, from a laptop to a cluster.
 
 Public API (heavy imports happen on first use):
-- `SilkieArguments`, `TrainConfig`, `load_config(preset=, config=, overrides=)`,
+- `SilkieArguments`, `TrainConfig`, `load_train_config(preset=, config=, overrides=)`,
   `check_keys(preset, overrides, full=False)`, `dpo_args(cfg)` (TRL's DPOConfig) — silkie.train.config
 - `train(cfg, resume=False, preflight_only=False) -> TrainResult` — silkie.train.recipe
 - `resolve_lora_targets(model, override=None)` — silkie.train.lora
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from silkie.config import parse_set
-from silkie.train.config import SilkieArguments, TrainConfig, check_keys, load_config
+from silkie.train.config import SilkieArguments, TrainConfig, check_keys, load_train_config
 
 
 def add_arguments(parser) -> None:
@@ -71,7 +71,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return load_config(preset=args.preset, config=args.config, overrides=overrides_from_args(args))
+    return load_train_config(preset=args.preset, config=args.config, overrides=overrides_from_args(args))
 
 
 def train_from_args(args):
@@ -103,5 +103,5 @@ def main(argv=None, prog: str = "python -m silkie.train") -> int:
     return 0
 
 
-__all__ = ["SilkieArguments", "TrainConfig", "load_config", "check_keys", "parse_set", "add_arguments",
+__all__ = ["SilkieArguments", "TrainConfig", "load_train_config", "check_keys", "parse_set", "add_arguments",
            "build_parser", "config_from_args", "train_from_args", "main"]

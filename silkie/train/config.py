@@ -265,7 +265,7 @@ def from_mapping(data: dict, where: str) -> TrainConfig:
     return TrainConfig(from_dict(SilkieArguments, ours, where), dpo, where)
 
 
-def load_config(preset: str | None = None, config: str | Path | None = None, overrides: dict | None = None
+def load_train_config(preset: str | None = None, config: str | Path | None = None, overrides: dict | None = None
                 ) -> TrainConfig:
     """A preset name (configs/train/NAME.yaml) or a YAML file, then overrides (None values are skipped).
     Silkie's keys are checked here; `check()` checks the rest (TRL)."""
