@@ -343,13 +343,9 @@ class Stages:
         return train_config(preset=self.cfg.train.preset, overrides={**self.cfg.train.set, **model, **overrides})
 
     def _train_one(self, r: int, out: Path, dataset: Path, overrides: dict) -> dict:
-        from silkie.train.recipe import train
+        from silkie.train import recipe
 
-        if (out / "summary.json").is_file() and (out / "adapter" / "adapter_config.json").is_file():
-            return json.loads((out / "summary.json").read_text())  # finished before an interruption
-        result = train(self._train_config(r, **overrides, dataset=str(dataset), output_dir=str(out)), resume=True)
-        self.log(result.summary())
-        return json.loads((out / "summary.json").read_text())
+        return recipe.run(self._train_config(r, **overrides, dataset=str(dataset), output_dir=str(out)), log=self.log)
 
     def train(self, r: int) -> dict:
         folder = self.folder(r)

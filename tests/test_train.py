@@ -299,8 +299,8 @@ def test_training_is_quiet_unless_verbose(toy_dataset, tiny_model_paths, tmp_pat
         return done.stdout + done.stderr
 
     shown = run()
-    assert "step 1: loss=" in shown and "step 2: loss=" in shown and "trained 2 steps" in shown
+    assert "step 1/2: loss=" in shown and "step 2/2: loss=" in shown and "trained 2 steps" in shown
     for noise in ("{'loss'", "Loading weights", "Warning"):
         assert noise not in shown, (noise, shown)
     shown = run("-v")
-    assert "step 1: loss=" in shown and "{'loss'" in shown and "Loading weights" in shown
+    assert "step 1/2: loss=" in shown and "{'loss'" in shown and "Loading weights" in shown

@@ -99,11 +99,14 @@ class SilkieDPOTrainer(DPOTrainer):
 
 
 class MetricsLog(TrainerCallback):
-    """TRL's metrics (rewards/chosen, rejected, margins, accuracies, loss, ...) to metrics.jsonl and
-    one console line per log; TensorBoard/W&B come from `report_to`."""
+    """TRL's metrics (rewards/chosen, rejected, margins, accuracies, loss, ...) to metrics.jsonl, every
+    log, and a console line per log when verbose, else about one per tenth of the run (a `silkie run`
+    trains three recipes; hundreds of step lines would bury its stage lines). TensorBoard/W&B come from
+    `report_to`."""
 
     def __init__(self, path: Path):
-        self.path = path
+        self.path, self.shown_at = path, 0
+        self.verbose = os.environ.get("SILKIE_VERBOSE") == "1"
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -113,8 +116,11 @@ class MetricsLog(TrainerCallback):
             f.write(json.dumps(record) + "\n")
         keys = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
         shown = " ".join(f"{k.split('/')[-1]}={logs[k]:.4g}" for k in keys if k in logs)
-        if shown:
-            print(f"step {state.global_step}: {shown}", flush=True)
+        due = self.verbose or state.global_step - self.shown_at >= max(1, state.max_steps // 10) \
+            or state.global_step >= state.max_steps
+        if shown and due:
+            self.shown_at = state.global_step
+            print(f"step {state.global_step}/{state.max_steps}: {shown}", flush=True)
 
 
 class _StopAt(TrainerCallback):
@@ -205,6 +211,20 @@ class TrainResult:
             return "\n".join(self.preflight.lines()) + "\npre-flight passed; nothing trained (--preflight)"
         return (f"trained {self.global_step} steps in {self.train_seconds:.0f}s; adapter in {self.adapter}; "
                 f"metrics in {self.output_dir / 'metrics.jsonl'}")
+
+
+def run(cfg: TrainConfig, run_dir: str | Path | None = None, log=print) -> dict:
+    """The stage: train `cfg` into `run_dir`'s train/ folder (default: the config's output_dir), resuming
+    from its last checkpoint, or keep what a finished training left there; returns its summary.json."""
+    if run_dir is not None:
+        from silkie.layout import RunLayout
+
+        cfg.output_dir = str(RunLayout(run_dir).train)
+    out = Path(cfg.output_dir)
+    if (out / "summary.json").is_file() and (out / "adapter" / "adapter_config.json").is_file():
+        return json.loads((out / "summary.json").read_text())  # finished before an interruption
+    log(train(cfg, resume=True).summary())
+    return json.loads((out / "summary.json").read_text())
 
 
 def train(cfg: TrainConfig, resume: bool = False, preflight_only: bool = False, callbacks=(),
