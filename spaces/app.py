@@ -5,8 +5,10 @@ the two answers; a second tab browses the VLFeedback data Silkie learned from. R
 Face Space (`python app.py`) or locally (`silkie space`). Settings, each a path or a Hub id:
 SILKIE_BASE_MODEL, SILKIE_ADAPTER (a LoRA adapter, or a merged Silkie model at the cost of a second
 copy of the weights), SILKIE_DATASET (default: what `silkie run` leaves in runs/mini);
-SILKIE_JUDGE_MODEL (+ OPENAI_API_KEY or SILKIE_JUDGE_BASE_URL) to judge any image. An exported
-Space names what it serves in silkie_space.json beside this file; the environment overrides it.
+SILKIE_JUDGE_MODEL (+ OPENAI_API_KEY or SILKIE_JUDGE_BASE_URL) to judge any image, paid per call,
+so counted: SILKIE_JUDGE_CALLS_PER_VISITOR an hour (default 10), SILKIE_JUDGE_CALLS_PER_DAY for all
+visitors together (default 200). An exported Space names what it serves in silkie_space.json beside
+this file; the environment overrides it.
 """
 
 import logging
@@ -47,9 +49,10 @@ def build(config: space.Settings | None = None) -> gr.Blocks:
         except Exception as error:  # noqa: BLE001 - a visitor sees a message, never a traceback
             yield "", engine.silkie_note or "", message(error)
 
-    def judge(image, prompt, base_answer, silkie_answer):
+    def judge(image, prompt, base_answer, silkie_answer, request: gr.Request):
         try:
-            return engine.judge(image, prompt, base_answer, silkie_answer)
+            visitor = space.visitor(getattr(request.client, "host", None), request.headers.get("x-forwarded-for"))
+            return engine.judge(image, prompt, base_answer, silkie_answer, visitor)
         except Exception as error:  # noqa: BLE001
             return message(error)
 

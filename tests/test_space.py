@@ -344,20 +344,22 @@ def test_generation_settings_are_checked(client, examples):
     assert sampled[0] == sampled[1] and all(sampled[0][:2])  # seeded: the same draw twice
 
 
-def test_openai_judge_rates_any_image(engine, examples, monkeypatch, tmp_path):
-    def reply(body):
-        lines = []
-        for aspect in ASPECTS:
-            lines += [f"#### {aspect} Assessment"]
-            for j in (1, 2):
-                lines += [f"##### Output for Text {j}", f"Rating: {j + 2}", f"Rationale: Text {j} seen."]
-        return "\n".join(lines)
+def two_ratings(body) -> str:
+    """A judge's reply rating Text 1 a 3 and Text 2 a 4 on every aspect."""
+    lines = []
+    for aspect in ASPECTS:
+        lines += [f"#### {aspect} Assessment"]
+        for j in (1, 2):
+            lines += [f"##### Output for Text {j}", f"Rating: {j + 2}", f"Rationale: Text {j} seen."]
+    return "\n".join(lines)
 
+
+def test_openai_judge_rates_any_image(engine, examples, monkeypatch, tmp_path):
     from PIL import Image
 
     photo = tmp_path / "photo.png"
     Image.new("RGB", (80, 60), "orange").save(photo)
-    with OpenAIServer(responder=reply) as server:
+    with OpenAIServer(responder=two_ratings) as server:
         monkeypatch.setenv("SILKIE_JUDGE_MODEL", "judge-test")
         monkeypatch.setenv("SILKIE_JUDGE_BASE_URL", server.url)
         verdict = engine.judge(str(photo), "What colour is this?", "Orange.", "It is orange.")
@@ -366,6 +368,100 @@ def test_openai_judge_rates_any_image(engine, examples, monkeypatch, tmp_path):
     assert "judge-test" in verdict and "| Helpfulness | **3** · Text 1 seen. | **4** · Text 2 seen. |" in verdict
     assert "scene judge" in scene  # ground truth, where there is one, comes first
     assert server.counts["ok"] == 1
+
+
+def test_the_paid_judge_takes_bounded_answers_within_its_allowance(adapter, monkeypatch, tmp_path):
+    """Served with 1 call a visitor an hour and 2 a day: an oversized answer is refused before any
+    request; each visitor (told by the proxy's last X-Forwarded-For entry) gets one call, the Space two."""
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (80, 60), "orange").save(photo)
+    with OpenAIServer(responder=two_ratings) as server:
+        monkeypatch.setenv("SILKIE_JUDGE_MODEL", "judge-test")
+        monkeypatch.setenv("SILKIE_JUDGE_BASE_URL", server.url)
+        demo = space.load_app().build(space.Settings(adapter=str(adapter), dataset=None, judge_calls_per_visitor=1,
+                                                     judge_calls_per_day=2))
+        _, url, _ = space.serve(demo, host="127.0.0.1", block=False)
+        try:
+            clients = {who: Client(url, verbose=False, headers={"x-forwarded-for": f"198.51.100.9, 203.0.113.{who}"})
+                       for who in (1, 2, 3)}  # the first entry is the visitor's to invent: not who they are
+
+            def judge(who, base="Orange."):
+                return clients[who].predict(handle_file(str(photo)), "What colour is this?", base, "It is orange.",
+                                            api_name="/judge")
+
+            too_long = space.MAX_ANSWER_CHARS + 1
+            assert judge(1, "x" * too_long).startswith(f"⚠️ An answer is {too_long} characters long")
+            assert not server.requests
+            assert "judge-test" in judge(1)
+            assert judge(1).startswith("⚠️ You have used your judge calls for this hour (1 a visitor); try again in 60 ")
+            assert "judge-test" in judge(2)
+            assert judge(3).startswith("⚠️ The judge has reached this Space's limit of 2 calls a day; try again in 24 ")
+        finally:
+            demo.close()
+    assert server.counts == {"ok": 2} and len(server.requests) == 2
+
+
+def test_the_allowance_counts_calls_in_sliding_windows():
+    now = [0.0]
+    allowance = judging.Allowance(per_visitor=2, per_day=3, clock=lambda: now[0])
+    allowance.take("a")
+    allowance.take("a")
+    with pytest.raises(InputError, match="for this hour"):
+        allowance.take("a")
+    now[0] = judging.HOUR + 1  # the first hour's calls no longer count against "a", but still against the day
+    allowance.take("a")
+    with pytest.raises(InputError, match="limit of 3 calls a day"):
+        allowance.take("b")
+    now[0] = judging.DAY + 1  # the first two calls have left the day
+    allowance.take("b")
+    assert [who for _, who in allowance.calls] == ["a", "b"]  # only the last day's calls are kept
+    with pytest.raises(InputError, match="turned off"):
+        judging.Allowance(per_visitor=5, per_day=0).take("a")
+    assert space.visitor("10.16.3.80", "1.2.3.4, 203.0.113.7") == "203.0.113.7"  # behind a proxy
+    assert space.visitor("8.8.8.8", "203.0.113.7") == "8.8.8.8"  # not a proxy: its header is not believed
+    assert space.visitor(None, None) == "unknown"
+
+
+def test_uploads_are_swept_by_size_and_age_and_gone_at_shutdown(adapter, monkeypatch, tmp_path):
+    """Uploads sent outside the queue (no handler ever sees them): the oldest go once they hold more
+    than the byte bound, the rest once older than the age, and the last one when the app closes."""
+    from silkie.space.inputs import read_image
+
+    monkeypatch.setattr(space.deploy, "UPLOAD_SWEEP_S", 1)
+    monkeypatch.setattr(space.deploy, "UPLOADS_MAX_AGE_S", 4)
+    monkeypatch.setattr(space.deploy, "UPLOADS_MAX_BYTES", 2500)
+    demo = space.load_app().build(space.Settings(adapter=str(adapter), dataset=None))
+    folder = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(folder))  # read when the server starts: this app's uploads only
+    _, url, _ = space.serve(demo, host="127.0.0.1", block=False)
+
+    def upload(i):
+        sent = httpx.post(url + "gradio_api/upload", files={"files": (f"{i}.bin", os.urandom(1000))})
+        return Path(sent.json()[0])
+
+    def wait_until(done, seconds):
+        for _ in range(int(seconds * 20)):
+            if done():
+                return True
+            threading.Event().wait(0.05)
+        return done()
+
+    try:
+        paths = [upload(i) for i in range(4)]
+        assert all(path.is_file() and folder in path.parents for path in paths)
+        assert wait_until(lambda: not paths[1].exists(), 3)  # over 2,500 bytes: the oldest go first
+        assert [path.exists() for path in paths] == [False, False, True, True] and not paths[0].parent.exists()
+        assert wait_until(lambda: not any(path.exists() for path in paths), 8)  # then by age
+        with pytest.raises(InputError, match="upload has expired"):
+            read_image(str(paths[3]))
+        last = upload(4)
+        assert last.is_file()
+    finally:
+        demo.close()
+    assert not last.parent.exists() and not [path for path in folder.rglob("*") if path.is_file()]
 
 
 def ratings(verdict: str) -> dict[str, dict[str, int]]:
@@ -438,6 +534,19 @@ def test_settings_precedence(monkeypatch, tmp_path):
     assert chosen == space.Settings("org/base", "runs/x/train/adapter", "runs/x/vlfeedback", run="runs/x")
     file.write_text(json.dumps({"adaptor": "org/silkie"}))  # a typo is an error, not the default served
     with pytest.raises(InputError, match="keys among"):
+        space.settings(file=file)
+    # the judge's allowance: the file, then the environment; whole numbers only
+    assert (space.Settings().judge_calls_per_visitor, space.Settings().judge_calls_per_day) == (10, 200)
+    file.write_text(json.dumps({"judge_calls_per_visitor": 3, "judge_calls_per_day": 50}))
+    assert (space.settings(file=file).judge_calls_per_visitor, space.settings(file=file).judge_calls_per_day) == (3, 50)
+    monkeypatch.setenv("SILKIE_JUDGE_CALLS_PER_DAY", "0")
+    assert space.settings(file=file).judge_calls_per_day == 0
+    for bad in ("ten", "-1"):
+        monkeypatch.setenv("SILKIE_JUDGE_CALLS_PER_DAY", bad)
+        with pytest.raises(InputError, match="SILKIE_JUDGE_CALLS_PER_DAY must be|judge_calls_per_day must be"):
+            space.settings(file=file)
+    file.write_text(json.dumps({"judge_calls_per_visitor": "3"}))
+    with pytest.raises(InputError, match="whole numbers for"):
         space.settings(file=file)
 
 

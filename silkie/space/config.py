@@ -1,6 +1,7 @@
-"""What the Space serves (a base model, Silkie, a dataset) and where each comes from.
+"""What the Space serves (a base model, Silkie, a dataset), what its paid judge may spend, and
+where each setting comes from.
 
-Every reference is a local path or a Hub id. One precedence for all of them: the defaults (what
+Every reference is a local path or a Hub id. One precedence for all settings: the defaults (what
 `silkie run` leaves in runs/mini), then a JSON settings file (what `silkie space --export` writes
 beside an exported app.py), then the environment, then the caller's arguments.
 """
@@ -15,13 +16,16 @@ from pathlib import Path
 
 from silkie import InputError, one_line
 
-__all__ = ["RUN", "WORLD_BASE", "SETTINGS_FILE", "ENVIRONMENT", "Settings", "settings", "read_settings_file",
-           "run_folder", "on_hub", "reachable", "is_adapter", "base_of", "world_name", "shown"]
+__all__ = ["RUN", "WORLD_BASE", "SETTINGS_FILE", "ENVIRONMENT", "COUNTS", "Settings", "settings",
+           "read_settings_file", "run_folder", "on_hub", "reachable", "is_adapter", "base_of", "world_name", "shown"]
 
 RUN = "runs/mini"  # what `silkie run` leaves by default
 WORLD_BASE = "world:mini-base"
 SETTINGS_FILE = "silkie_space.json"  # beside an exported app.py
-ENVIRONMENT = {"base": "SILKIE_BASE_MODEL", "adapter": "SILKIE_ADAPTER", "dataset": "SILKIE_DATASET"}
+ENVIRONMENT = {"base": "SILKIE_BASE_MODEL", "adapter": "SILKIE_ADAPTER", "dataset": "SILKIE_DATASET",
+               "judge_calls_per_visitor": "SILKIE_JUDGE_CALLS_PER_VISITOR",
+               "judge_calls_per_day": "SILKIE_JUDGE_CALLS_PER_DAY"}
+COUNTS = ("judge_calls_per_visitor", "judge_calls_per_day")  # whole numbers; the other settings name things
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
@@ -33,28 +37,49 @@ class Settings:
     dataset: str | None = f"{RUN}/vlfeedback"
     run: str | None = None  # the run folder whose scenes the scene judge knows; None: the adapter's run
     timeout: float = 60.0  # seconds one answer may take, and the longest wait for the model
+    # The OpenAI-compatible judge is paid per call, so calls are counted: one visitor may make this
+    # many in any hour, and all visitors together that many in any 24 hours. A call is one request
+    # (two when the reply must be re-asked) of bounded size: a question of MAX_PROMPT_CHARS, answers
+    # of MAX_ANSWER_CHARS, an image of at most the judge's max_image_side, the judge's max_new_tokens.
+    # The scene judge is free and not counted.
+    judge_calls_per_visitor: int = 10
+    judge_calls_per_day: int = 200
+
+    def __post_init__(self):
+        for name in COUNTS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(f"{name} must be a whole number of judge calls, 0 or more (0: no OpenAI judge); "
+                                 f"got {value!r}")
 
 
 def settings(run=None, base=None, adapter=None, dataset=None, file=None) -> Settings:
-    """Defaults, then the settings `file` (if it exists), then SILKIE_BASE_MODEL / SILKIE_ADAPTER /
-    SILKIE_DATASET, then the arguments (`run` stands for RUN/train/adapter and RUN/vlfeedback). An
-    empty string means "none"."""
+    """Defaults, then the settings `file` (if it exists), then the ENVIRONMENT variables
+    (SILKIE_BASE_MODEL, SILKIE_ADAPTER, ...), then the arguments (`run` stands for
+    RUN/train/adapter and RUN/vlfeedback). An empty reference means "none"."""
     chosen = {"base": None, "adapter": Settings.adapter, "dataset": Settings.dataset, "run": None}
     if file is not None and Path(file).is_file():
         chosen.update(read_settings_file(file))
     for key, name in ENVIRONMENT.items():
         if name in os.environ:
-            chosen[key] = os.environ[name]
+            chosen[key] = _count(name, os.environ[name]) if key in COUNTS else os.environ[name]
     if run is not None:
         chosen.update(adapter=str(Path(run) / "train" / "adapter"), dataset=str(Path(run) / "vlfeedback"), run=str(run))
     for key, value in (("base", base), ("adapter", adapter), ("dataset", dataset)):
         if value is not None:
             chosen[key] = value
-    return Settings(**{key: value or None for key, value in chosen.items()})
+    return Settings(**{key: value if key in COUNTS else value or None for key, value in chosen.items()})
+
+
+def _count(name: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"{name} must be a whole number of judge calls, got {text[:40]!r}") from None
 
 
 def read_settings_file(file) -> dict:
-    """The settings a JSON file names. A value naming a folder beside the file (an exported Space's
+    """The settings a JSON file gives. A value naming a folder beside the file (an exported Space's
     own copy of the adapter or the dataset) resolves there, wherever the Space runs from."""
     file = Path(file)
     try:
@@ -63,10 +88,12 @@ def read_settings_file(file) -> dict:
         raise InputError(f"cannot read the Space settings {file}: {one_line(error)[:200]}") from None
     known = {field.name for field in fields(Settings)} - {"timeout"}
     if (not isinstance(values, dict) or set(values) - known  # a typo must not silently serve the default
-            or not all(value is None or isinstance(value, str) for value in values.values())):
-        raise InputError(f"{file} must be a JSON object of strings (or null) with keys among {sorted(known)}")
+            or not all(isinstance(value, int) if key in COUNTS else value is None or isinstance(value, str)
+                       for key, value in values.items())):
+        raise InputError(f"{file} must be a JSON object with keys among {sorted(known)}: whole numbers for "
+                         f"{', '.join(COUNTS)}, strings (or null) for the others")
     for key, value in values.items():
-        if value and (file.parent / value).exists():
+        if key not in COUNTS and value and (file.parent / value).exists():
             values[key] = str(file.parent / value)
     return values
 

@@ -6,7 +6,10 @@ Space is that file unchanged, with what it serves written beside it in a JSON se
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -14,9 +17,9 @@ from pathlib import Path
 from silkie import InputError
 from silkie.config import RESOURCES
 from silkie.space.config import SETTINGS_FILE, Settings, base_of, is_adapter, on_hub, reachable, world_name
-from silkie.space.inputs import MAX_UPLOAD_BYTES
+from silkie.space.inputs import MAX_UPLOAD_BYTES, UPLOAD_SWEEP_S, UPLOADS_MAX_AGE_S, UPLOADS_MAX_BYTES
 
-__all__ = ["APP", "QUEUE_SIZE", "load_app", "serve", "launch", "export"]
+__all__ = ["APP", "QUEUE_SIZE", "load_app", "serve", "launch", "trim_uploads", "export"]
 
 APP = RESOURCES / "spaces" / "app.py"  # spaces/ in a checkout, package data in a wheel
 QUEUE_SIZE = 32  # visitors waiting beyond this are told to come back rather than queued for minutes
@@ -33,10 +36,61 @@ def load_app():
 
 
 def serve(demo, host: str | None = None, port: int | None = None, share: bool = False, block: bool = True):
-    """Queue and launch a built app with the Space's limits; returns what Blocks.launch returns."""
+    """Queue and launch a built app with the Space's limits; returns what Blocks.launch returns.
+
+    Uploads (see UPLOADS_MAX_AGE_S): Gradio's own sweep (`delete_cache`) deletes the files it wrote
+    for the app, uploads and outputs, once older than the age, and all of them at shutdown (the
+    examples stay); ours deletes the oldest uploads beyond UPLOADS_MAX_BYTES, each with its folder,
+    and at shutdown every upload's folder."""
     demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
+    demo.delete_cache = (UPLOAD_SWEEP_S, UPLOADS_MAX_AGE_S)  # read when launch() builds the server app
     return demo.launch(server_name=host, server_port=port, share=share, max_file_size=MAX_UPLOAD_BYTES,
-                       prevent_thread_lock=not block, show_error=False, quiet=not block)
+                       prevent_thread_lock=not block, show_error=False, quiet=not block,
+                       app_kwargs={"lifespan": _uploads_bounded},
+                       num_workers=0)  # uploads taken by worker processes (GRADIO_NUM_WORKERS) would escape both
+
+
+@contextlib.asynccontextmanager
+async def _uploads_bounded(app):
+    """Runs beside the server: the byte bound every UPLOAD_SWEEP_S, and every upload deleted at shutdown
+    (before Gradio's own last sweep, which would leave their folders)."""
+    uploads = app.get_blocks().upload_file_set  # Gradio adds each upload here, queued or not
+
+    async def sweep():
+        while True:
+            await asyncio.sleep(UPLOAD_SWEEP_S)
+            await asyncio.to_thread(trim_uploads, uploads, UPLOADS_MAX_BYTES)
+
+    task = asyncio.create_task(sweep())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        trim_uploads(uploads, -1)
+
+
+def trim_uploads(uploads: set[str], max_bytes: int) -> None:
+    """Delete the oldest of `uploads` (paths; the set is Gradio's own, updated in place) until the
+    rest hold at most `max_bytes` (-1: all of them), and each folder (one per upload) left empty."""
+    found = []
+    for name in list(uploads):  # copied: uploads arrive while this runs
+        try:
+            stat = os.lstat(name)
+        except FileNotFoundError:  # still being moved in by Gradio
+            continue
+        found.append((stat.st_ctime, stat.st_size, name))  # ctime, the age Gradio's sweep goes by
+    total = sum(size for _, size, _ in found)
+    for _, size, name in sorted(found):
+        if total <= max_bytes:
+            break
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(name)
+        with contextlib.suppress(OSError):  # not empty: another upload of the same bytes
+            os.rmdir(Path(name).parent)
+        uploads.discard(name)
+        total -= size
 
 
 def launch(config: Settings, host: str = "127.0.0.1", port: int | None = None, share: bool = False) -> None:

@@ -191,8 +191,8 @@ class Engine:
             kwargs.update(temperature=params.temperature, top_p=params.top_p)
         return loaded.model, kwargs
 
-    def judge(self, image, prompt, base_answer: str, silkie_answer: str) -> str:
+    def judge(self, image, prompt, base_answer: str, silkie_answer: str, visitor: str = "local") -> str:
         """Markdown rating the answers shown in the panes (Silkie's only when it is served); `image`
         is an upload's path or a PIL image. See Referee.judge."""
         answers = {"Base": base_answer, "Silkie": silkie_answer} if self.silkie else {"Base": base_answer}
-        return self.referee.judge(image, prompt, answers)
+        return self.referee.judge(image, prompt, answers, visitor)

@@ -3,26 +3,31 @@
 Two judges, tried in this order: the scene judge, which rates an answer against a mini-world
 scene's ground truth and so needs to know the scene (one of the page's examples, or any scene of
 the run the Space serves, recognised by its pixels); then the OpenAI-compatible judge of
-silkie.feedback, for any image, when SILKIE_JUDGE_MODEL is set.
+silkie.feedback, for any image, when SILKIE_JUDGE_MODEL is set. That one is paid per call, so its
+calls are counted against the Space's allowance (Settings.judge_calls_per_visitor and _per_day).
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import math
 import os
 import random
 import threading
+import time
 from pathlib import Path
 
 from silkie import InputError
 from silkie.schema import ASPECTS
 from silkie.space.config import Settings, run_folder
-from silkie.space.inputs import check_prompt, read_image
+from silkie.space.inputs import check_answers, check_prompt, read_image
 
-__all__ = ["EXAMPLE_SEED", "Referee", "SceneIndex", "run_scenes", "pixel_key", "world_examples", "world_instruction",
-           "openai_ratings", "cell", "ratings_table"]
+__all__ = ["EXAMPLE_SEED", "HOUR", "DAY", "Referee", "Allowance", "SceneIndex", "run_scenes", "pixel_key",
+           "world_examples", "world_instruction", "openai_ratings", "cell", "ratings_table"]
 
 EXAMPLE_SEED = 4000  # world items the pool never trained (1000) or was measured (2000, 3000) on
+HOUR, DAY = 3600.0, 86400.0
 
 
 def pixel_key(image) -> str:
@@ -41,14 +46,14 @@ class Referee:
         self.config = config  # its timeout is read at call time
         self.examples = world_examples()
         self.scenes = SceneIndex(self.examples, run_folder(config))
+        self.allowance = Allowance(config.judge_calls_per_visitor, config.judge_calls_per_day)
 
-    def judge(self, image, prompt, answers: dict[str, str]) -> str:
+    def judge(self, image, prompt, answers: dict[str, str], visitor: str = "local") -> str:
         """Markdown: each answer's rating and rationale on the three aspects, and who rated them.
-        `answers` maps a pane's name to its answer; `image` is an upload's path or a PIL image."""
+        `answers` maps a pane's name to its answer; `image` is an upload's path or a PIL image;
+        `visitor` names who asks, for the paid judge's allowance (see inputs.visitor)."""
         image, prompt = read_image(image), check_prompt(prompt)
-        names, texts = list(answers), [(answer or "").strip() for answer in answers.values()]
-        if not all(texts):
-            raise InputError("Ask first: the judge rates the answers shown.")
+        names, texts = list(answers), check_answers(list(answers.values()))
         scene, instruction = self.scenes.find(image, prompt)
         if instruction:
             from silkie.world.judge import SceneJudge
@@ -56,6 +61,7 @@ class Referee:
             return ratings_table(names, SceneJudge().rate(instruction, texts),
                                  "the scene judge, against the scene's ground truth")
         if os.environ.get("SILKIE_JUDGE_MODEL"):
+            self.allowance.take(visitor)  # counted once let through, whatever the judge then does
             return ratings_table(names, openai_ratings(image, prompt, texts, self.config.timeout),
                                  f"{os.environ['SILKIE_JUDGE_MODEL']} (OpenAI-compatible judge)")
         why = ("the scene judge knows this scene, but not this question: ask it as the examples do "
@@ -63,6 +69,39 @@ class Referee:
             "the scene judge only knows the mini world's scenes (the examples and the served run's), not this image"
         raise InputError(f"Cannot judge: {why}. To judge anything, set SILKIE_JUDGE_MODEL "
                          "(with OPENAI_API_KEY, or SILKIE_JUDGE_BASE_URL for a server of your own).")
+
+
+class Allowance:
+    """The paid judge's calls: at most `per_visitor` from one visitor in any HOUR, and `per_day` from
+    all visitors together in any DAY. Remembers the last day's calls only (at most `per_day`)."""
+
+    def __init__(self, per_visitor: int, per_day: int, clock=time.monotonic):
+        self.per_visitor, self.per_day, self.clock = per_visitor, per_day, clock
+        self.calls: collections.deque[tuple[float, str]] = collections.deque()  # (time, visitor), oldest first
+        self.lock = threading.Lock()  # Gradio runs handlers in threads
+
+    def take(self, visitor: str) -> None:
+        """Count a call by `visitor`, or raise InputError saying when one will be allowed."""
+        if not (self.per_visitor and self.per_day):
+            raise InputError("The paid judge is turned off on this Space (0 calls allowed); the examples' scene "
+                             "judge still rates answers.")
+        with self.lock:
+            now = self.clock()
+            while self.calls and self.calls[0][0] <= now - DAY:
+                self.calls.popleft()
+            if len(self.calls) >= self.per_day:
+                raise InputError(f"The judge has reached this Space's limit of {self.per_day} calls a day; try "
+                                 f"again in {_wait(self.calls[0][0] + DAY - now)} (the examples' scene judge is free).")
+            mine = [at for at, who in self.calls if who == visitor and at > now - HOUR]
+            if len(mine) >= self.per_visitor:
+                raise InputError(f"You have used your judge calls for this hour ({self.per_visitor} a visitor); try "
+                                 f"again in {_wait(mine[0] + HOUR - now)} (the examples' scene judge is free).")
+            self.calls.append((now, visitor))
+
+
+def _wait(seconds: float) -> str:
+    minutes = max(math.ceil(seconds / 60), 1)
+    return f"{minutes} minute{'s' if minutes > 1 else ''}" if minutes < 120 else f"{math.ceil(minutes / 60)} hours"
 
 
 class SceneIndex:
