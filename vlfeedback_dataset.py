@@ -21,29 +21,31 @@ import datasets
 from silkie import InputError
 from silkie.build import DatasetConfig, build, pair_records, plan, source_rows
 from silkie.config import add_flags, from_dict, given_flags
-from silkie.dataset import BuildReport, default_record
+from silkie.dataset import MAX_COMPLETIONS, MAX_IMAGE_BYTES, BuildReport, default_record
 from silkie.hub import CITATION
 from silkie.schema import FEATURES
 
 
 class VLFeedbackConfig(datasets.BuilderConfig):
     def __init__(self, *, run_dir=None, release=None, images=None, pair_policy="silkie", weights=None,
-                 strict_ratings=False, judge_noise=0.0, max_pixels=None, report=None, **kwargs):
+                 strict_ratings=False, judge_noise=0.0, max_pixels=None, max_image_bytes=MAX_IMAGE_BYTES,
+                 max_completions=MAX_COMPLETIONS, report=None, **kwargs):
         super().__init__(**kwargs)
         # one attribute per keyword: `datasets` sets them by name on a copy of the named config
         self.run_dir, self.release, self.images, self.max_pixels = run_dir, release, images, max_pixels
         self.pair_policy, self.weights, self.strict_ratings = pair_policy, weights, strict_ratings
-        self.judge_noise = judge_noise
+        self.judge_noise, self.max_image_bytes, self.max_completions = judge_noise, max_image_bytes, max_completions
         self.report = report  # a silkie.dataset.BuildReport the `default` config fills in
 
     @property
     def source(self) -> dict:
-        return {"run_dir": self.run_dir, "release": self.release, "images": self.images, "max_pixels": self.max_pixels}
+        return {"run_dir": self.run_dir, "release": self.release, "images": self.images, "max_pixels": self.max_pixels,
+                "max_image_bytes": self.max_image_bytes, "max_completions": self.max_completions}
 
     @property
     def pairing(self) -> dict:
         return {"policy": self.pair_policy, "weights": self.weights, "strict_ratings": self.strict_ratings,
-                "judge_noise": self.judge_noise}
+                "judge_noise": self.judge_noise, "max_completions": self.max_completions}
 
 
 class VLFeedback(datasets.GeneratorBasedBuilder):

@@ -16,6 +16,7 @@ rows and their images: the run's records and images are never read or checked tw
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from silkie import InputError
+from silkie.dataset import MAX_COMPLETIONS, MAX_IMAGE_BYTES
 from silkie.schema import FEATURES, assistant_turn, user_turn
 
 TEST_FRACTION, SPLIT_SEED = 0.005, 42  # pairs held out by instruction; the seed also seeds the policies
@@ -35,8 +37,8 @@ __all__ = ["DatasetConfig", "build", "run", "source_rows"]
 
 @dataclass
 class DatasetConfig:
-    """The dataset stage: how rated rows become preference pairs. `vlfeedback_dataset.py build`'s
-    pairing flags and `silkie run`'s `dataset:` section."""
+    """The dataset stage: how rated rows become preference pairs, and the bounds on what one row may
+    cost. `vlfeedback_dataset.py build`'s flags and `silkie run`'s `dataset:` section."""
     pair_policy: str = field(default="silkie", metadata={
         "help": "silkie (every pair whose mean rating differs, as in the paper), margin:X, maxmin, best-vs-random, "
                 "aspect:NAME, longest, model:NAME"})
@@ -44,6 +46,12 @@ class DatasetConfig:
     strict_ratings: bool = field(default=False, metadata={"help": "pair only ratings on the 1-5 scale"})
     judge_noise: float = field(default=0.0, metadata={
         "range": (0, 1), "help": "swap this share of pairs on purpose (how much judge error a recipe tolerates)"})
+    max_completions: int = field(default=MAX_COMPLETIONS, metadata={
+        "range": (2, None), "help": f"a row with more completions (the release has 4) is kept in default, reported, "
+                                    f"and pairs nothing: pairing is quadratic in them (default {MAX_COMPLETIONS})"})
+    max_image_bytes: int = field(default=MAX_IMAGE_BYTES, metadata={
+        "range": (1, None), "help": f"an image over this many bytes (a zip entry's declared or actual size, or a "
+                                    f"file) is refused unread, its row reported (default {MAX_IMAGE_BYTES:,})"})
 
     def validate(self, where: str) -> None:
         from silkie.config import named
@@ -58,18 +66,20 @@ def run(cfg: DatasetConfig, run_dir: str | Path, out: str | Path | None = None, 
     from silkie.layout import RunLayout
 
     layout = RunLayout(run_dir)
-    out, report, pairs = build(out or layout.dataset, run_dir=layout.root, pair_policy=cfg.pair_policy,
-                               weights=cfg.weights, strict_ratings=cfg.strict_ratings, judge_noise=cfg.judge_noise)
+    out, report, pairs = build(out or layout.dataset, run_dir=layout.root, **dataclasses.asdict(cfg))
     log(f"dataset: {pairs['pairs']} pairs ({cfg.pair_policy}) in {out}")
     return {"rows": dict(report.counts), "pairs": pairs}
 
 
-def source_rows(report, run_dir=None, release=None, images=None, max_pixels=None) -> Iterator[dict]:
-    """Checked `default` rows (images read and checked) of a run folder or the release files."""
+def source_rows(report, run_dir=None, release=None, images=None, max_pixels=None,
+                max_image_bytes=MAX_IMAGE_BYTES, max_completions=MAX_COMPLETIONS) -> Iterator[dict]:
+    """Checked `default` rows (images read and checked) of a run folder or the release files. The
+    release's zip is opened here, so one that cannot be listed is an InputError before any row."""
     from silkie.dataset import checked_rows, release_rows, run_rows
 
-    rows = run_rows(run_dir, report) if run_dir else release_rows(release, images, report)
-    return checked_rows(rows, report, max_pixels)
+    rows = run_rows(run_dir, report, max_image_bytes) if run_dir else \
+        release_rows(release, images, report, max_image_bytes)
+    return checked_rows(rows, report, max_pixels, max_completions)
 
 
 @dataclass
@@ -79,7 +89,8 @@ class PairPlan:
     report: object  # pairs.PairReport
 
 
-def plan(rows: Iterable[dict], policy="silkie", weights=None, strict_ratings=False, judge_noise=0.0) -> PairPlan:
+def plan(rows: Iterable[dict], policy="silkie", weights=None, strict_ratings=False, judge_noise=0.0,
+         max_completions=MAX_COMPLETIONS) -> PairPlan:
     """Plan the pairs on ratings alone, consuming `rows` (checked rows) once."""
     from silkie.pairs import plan_pairs, row_from_completions
 
@@ -90,7 +101,8 @@ def plan(rows: Iterable[dict], policy="silkie", weights=None, strict_ratings=Fal
             ids.append(row["id"])
             yield row_from_completions(row["id"], row["completions"], strict_ratings, usable=row["image"] is not None)
 
-    pairs, report = plan_pairs(ratings(), policy, weights, seed=SPLIT_SEED, judge_noise=judge_noise)
+    pairs, report = plan_pairs(ratings(), policy, weights, seed=SPLIT_SEED, judge_noise=judge_noise,
+                               max_completions=max_completions)
     by_row: dict[int, list] = {}
     for pair in pairs:
         by_row.setdefault(pair.row, []).append(pair)
@@ -166,10 +178,12 @@ def _written_rows(paths: list[Path]) -> Iterator[dict]:
 
 
 def build(out: str | Path, run_dir=None, release=None, images=None, pair_policy="silkie", weights=None,
-          strict_ratings=False, judge_noise=0.0, max_shard_size="500MB", max_pixels=None, writer_batch_size=None):
+          strict_ratings=False, judge_noise=0.0, max_shard_size="500MB", max_pixels=None, writer_batch_size=None,
+          max_completions=MAX_COMPLETIONS, max_image_bytes=MAX_IMAGE_BYTES):
     """Write the dataset repo folder; returns (out, BuildReport, pair report summary).
 
-    Shards close once past `max_shard_size`, checked every `writer_batch_size` rows (a row group)."""
+    Shards close once past `max_shard_size`, checked every `writer_batch_size` rows (a row group).
+    `max_completions` and `max_image_bytes` bound what one row may cost (see DatasetConfig)."""
     from datasets.utils.py_utils import convert_file_size_to_int
 
     from silkie.dataset import BuildReport, default_record, write_build_report
@@ -181,11 +195,12 @@ def build(out: str | Path, run_dir=None, release=None, images=None, pair_policy=
     for path in (run_dir, release, images):
         if path is not None and not Path(path).exists():
             raise InputError(f"no such file or folder: {path}")
+    report, ratings = BuildReport(), RatingSummary()
+    rows = source_rows(report, run_dir, release, images, max_pixels, max_image_bytes, max_completions)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for leftover in out.glob(".build-*"):  # a killed build's scratch, which a push would otherwise upload
         shutil.rmtree(leftover, ignore_errors=True)
-    report, ratings = BuildReport(), RatingSummary()
     counts = {"rows": 0, "sources": Counter()}
     settings = dict(run_dir=run_dir and str(run_dir), release=release and str(release),
                     images=images and str(images), pair_policy=pair_policy, weights=weights,
@@ -195,7 +210,7 @@ def build(out: str | Path, run_dir=None, release=None, images=None, pair_policy=
         default = Shards(Path(scratch) / "default", "train", "default", **sizes)
 
         def first_pass():  # the one read of the source: rows go to `default`, the counts and the planner
-            for row in source_rows(report, run_dir, release, images, max_pixels):
+            for row in rows:
                 default.write(default_record(row))
                 counts["rows"] += 1
                 counts["sources"][row["source"]] += 1
@@ -203,7 +218,7 @@ def build(out: str | Path, run_dir=None, release=None, images=None, pair_policy=
                     ratings.add(completion.get("model"), completion.get("annotations"))
                 yield row
 
-        pairs = plan(first_pass(), pair_policy, weights, strict_ratings, judge_noise)
+        pairs = plan(first_pass(), pair_policy, weights, strict_ratings, judge_noise, max_completions)
         written = default.close()
         splits = {split: Shards(Path(scratch) / "pairs", split, "pairs", **sizes) for split in ("train", "test")}
         for index, row in enumerate(_written_rows(written)):

@@ -9,17 +9,33 @@ without a line in build_report.json.
 from __future__ import annotations
 
 import json
+import lzma
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from silkie import InputError
+from silkie import InputError, one_line
 from silkie.ratings import MISSING, classify
 from silkie.schema import ASPECTS, raw_rating
 
 EXPECTED_COMPLETIONS = 4
+# Pairing is quadratic in a row's completions (every pair of them), so a row with more than this is
+# kept in `default`, flagged, and pairs nothing: at most 16*15/2 = 120 pairs a row. The release has 4.
+# `--max-completions` / `max_completions` overrides.
+MAX_COMPLETIONS = 16
+# Bounds on one image, far above the release (its photos are well under 1 MB), so that a hostile entry
+# costs a line in build_report.json, not the memory to hold it: a zip entry declaring more than
+# MAX_IMAGE_BYTES (or a file that large) is refused unread, and no read ever takes more than that,
+# whatever an entry declares. 16 MiB because `datasets` writes image records 100 to a batch and an Arrow
+# binary column holds at most 2 GiB: 100 images at the cap still fit (a 1.6 GB image once crashed the
+# `pairs` write). An entry over 1 MiB that expands more than MAX_ZIP_RATIO times is refused unread too
+# (a deflate bomb; photos barely compress). `--max-image-bytes` / `max_image_bytes` overrides.
+MAX_IMAGE_BYTES = 16 << 20
+MAX_ZIP_RATIO, RATIO_FLOOR = 100, 1 << 20
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, NotImplementedError, OSError)
 
 
 @dataclass
@@ -54,40 +70,91 @@ def completions_list(completions) -> list[dict]:
 # ---- the release: vlfeedback_80k.jsonl + merged_images.zip (or its extracted folder) ----------
 
 class ReleaseImages:
-    """merged_images/{id}.jpg from the zip (read in place, never extracted) or an extracted folder."""
+    """merged_images/{id}.jpg from the zip (read in place, never extracted) or an extracted folder.
 
-    def __init__(self, source: str | Path):
-        self.source = Path(source)
-        self.zip = zipfile.ZipFile(self.source) if self.source.is_file() else None
-        self.names: dict[str, str] = {}
+    A zip that cannot be listed (cut short: its index, the central directory, is at the end) is an
+    InputError naming the file; a bad entry (corrupt, cut short, encrypted, a bomb) fails only its row."""
+
+    def __init__(self, source: str | Path, max_bytes: int = MAX_IMAGE_BYTES):
+        self.source, self.max_bytes = Path(source), max_bytes
+        self.zip = None
+        self.entries: dict[str, zipfile.ZipInfo] = {}
         self.refused: list[str] = []  # entries that would land outside the folder if extracted
-        if self.zip:
-            for name in self.zip.namelist():
-                path = PurePosixPath(name)
+        if self.source.is_file():
+            try:
+                self.zip = zipfile.ZipFile(self.source)
+            except (zipfile.BadZipFile, OSError) as error:
+                raise InputError(f"{self.source}: not a readable zip ({one_line(error)}); a download cut short "
+                                 "loses the index at the zip's end, so no image in it can be found: download it "
+                                 "again, or pass the extracted folder to --images") from None
+            for info in self.zip.infolist():
+                path = PurePosixPath(info.filename)
                 if path.is_absolute() or ".." in path.parts:
-                    self.refused.append(name)
+                    self.refused.append(info.filename)
                 else:
-                    self.names.setdefault(path.stem, name)
+                    self.entries.setdefault(path.stem, info)
 
     def reader(self, row_id: str) -> Callable[[], bytes] | None:
         if self.zip:
-            name = self.names.get(row_id)
-            return (lambda: self.zip.read(name)) if name else None
+            info = self.entries.get(row_id)
+            return (lambda: self._read_entry(info)) if info else None
         from silkie.io import resolve_inside
 
         for candidate in (f"merged_images/{row_id}.jpg", f"{row_id}.jpg"):
             path = self.source / candidate
             if path.is_file() or path.is_symlink():
-                return lambda: resolve_inside(self.source, candidate).read_bytes()
+                return lambda: read_bounded(resolve_inside(self.source, candidate), self.max_bytes)
         return None
 
+    def _read_entry(self, info: zipfile.ZipInfo) -> bytes:
+        from silkie.io import ImageError
 
-def release_rows(jsonl: str | Path, images: str | Path | None, report: BuildReport) -> Iterator[SourceRow]:
-    from silkie.io import read_jsonl
+        where, limit = f"zip entry {info.filename!r}", self.max_bytes
+        if info.flag_bits & 0x1:
+            raise ImageError(f"{where} is encrypted: refused")
+        if info.file_size > limit:
+            raise ImageError(f"{where} declares {info.file_size:,} bytes, over the limit of {limit:,} "
+                             "(--max-image-bytes): not read")
+        if info.file_size > RATIO_FLOOR and info.file_size > MAX_ZIP_RATIO * info.compress_size:
+            raise ImageError(f"{where} would expand {info.compress_size:,} bytes to {info.file_size:,}, over "
+                             f"{MAX_ZIP_RATIO} times (a zip bomb?): not read")
+        try:
+            with self.zip.open(info) as stream:
+                data = stream.read(limit + 1)  # the declared size may lie: never hold more than the limit
+        except EOFError:
+            raise ImageError(f"{where} is cut short: the archive ends inside it") from None
+        except _ZIP_ERRORS as error:
+            raise ImageError(f"{where} cannot be read: {one_line(error) or type(error).__name__}") from None
+        if len(data) > limit:
+            raise ImageError(f"{where} expands past the limit of {limit:,} bytes (--max-image-bytes), "
+                             f"though it declares {info.file_size:,}")
+        return data
 
-    store = ReleaseImages(images) if images else None
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """A file's bytes, or an ImageError when it holds more than `limit` (never read past limit + 1)."""
+    from silkie.io import ImageError
+
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ImageError(f"image file {path} is over the limit of {limit:,} bytes (--max-image-bytes): not read")
+    return data
+
+
+def release_rows(jsonl: str | Path, images: str | Path | None, report: BuildReport,
+                 max_image_bytes: int = MAX_IMAGE_BYTES) -> Iterator[SourceRow]:
+    """The release's rows. The zip is opened now, so one that cannot be listed stops the build
+    before anything is written."""
+    store = ReleaseImages(images, max_image_bytes) if images else None
     for name in store.refused if store else []:
         report.flag(None, f"zip entry {name!r} points outside the archive's folder: refused", "refused_zip_entries")
+    return _release_rows(jsonl, store, report)
+
+
+def _release_rows(jsonl, store: ReleaseImages | None, report: BuildReport) -> Iterator[SourceRow]:
+    from silkie.io import read_jsonl
+
     for number, record in read_jsonl(jsonl):
         if not isinstance(record, dict):
             report.flag(None, str(record), "invalid_json_lines")
@@ -108,7 +175,7 @@ def release_rows(jsonl: str | Path, images: str | Path | None, report: BuildRepo
 
 # ---- a run folder: instructions + completions (+ shards) + annotations -------------------------
 
-def run_rows(run_dir: str | Path, report: BuildReport) -> Iterator[SourceRow]:
+def run_rows(run_dir: str | Path, report: BuildReport, max_image_bytes: int = MAX_IMAGE_BYTES) -> Iterator[SourceRow]:
     """Join a run's three stage files into rows, one per annotated instruction.
 
     Completion texts are looked up in `io.CompletionIndex`, so memory stays flat however large the run.
@@ -145,14 +212,16 @@ def run_rows(run_dir: str | Path, report: BuildReport) -> Iterator[SourceRow]:
             prompt, image, source = instructions[row_id]
             row = {"id": row_id, "prompt": prompt, "models": [c["model"] for c in completions],
                    "completions": completions, "source": source}
-            yield SourceRow(row, lambda image=image: resolve_inside(run_dir, image).read_bytes())
+            yield SourceRow(row, lambda image=image: read_bounded(resolve_inside(run_dir, image), max_image_bytes))
 
 
 # ---- checks common to both ---------------------------------------------------------------------
 
-def checked_rows(rows: Iterator[SourceRow], report: BuildReport, max_pixels: int | None = None) -> Iterator[dict]:
+def checked_rows(rows: Iterator[SourceRow], report: BuildReport, max_pixels: int | None = None,
+                 max_completions: int = MAX_COMPLETIONS) -> Iterator[dict]:
     """Rows ready to write: duplicates dropped, odd completion counts and ratings flagged, the image
-    read and checked (a bad one becomes null with its reason recorded; the row stays)."""
+    read and checked (a bad one becomes null with its reason recorded; the row stays). A row with more
+    than `max_completions` completions stays too, flagged: the pair planner leaves it out."""
     from silkie.io import MAX_PIXELS, check_image
 
     seen: set[str] = set()
@@ -163,7 +232,10 @@ def checked_rows(rows: Iterator[SourceRow], report: BuildReport, max_pixels: int
             continue
         seen.add(row["id"])
         report.counts["rows"] += 1
-        if len(row["completions"]) != EXPECTED_COMPLETIONS:
+        if len(row["completions"]) > max_completions:
+            report.flag(row["id"], f"{len(row['completions'])} completions, over the cap of {max_completions} "
+                        "(--max-completions): kept in default, left out of pairs", "rows_over_completion_cap")
+        elif len(row["completions"]) != EXPECTED_COMPLETIONS:
             report.flag(row["id"], f"{len(row['completions'])} completions instead of {EXPECTED_COMPLETIONS}",
                         "rows_with_other_than_4_completions")
         for completion in row["completions"]:

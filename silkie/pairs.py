@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from silkie import InputError
+from silkie.dataset import MAX_COMPLETIONS
 from silkie.schema import ASPECTS, rating_value, raw_rating
 
 POLICIES = ("silkie", "margin:X", "maxmin", "best-vs-random", "aspect:NAME", "longest", "model:NAME")
@@ -50,7 +51,7 @@ def row_from_completions(row_id: str, completions: list[dict], strict: bool = Fa
             if strict and rating_value(raw) is None:
                 value = np.nan
             values[i, j] = value
-    return RatedRow(row_id, [c["model"] for c in completions], values,
+    return RatedRow(row_id, [str(c.get("model")) for c in completions], values,
                [len((c.get("response") or "").split()) for c in completions], usable)
 
 
@@ -124,11 +125,13 @@ def parse_policy(policy: str) -> tuple[str, str | None]:
 
 
 def plan_pairs(rows, policy: str = "silkie", weights: str | None = None, seed: int = 0,
-               judge_noise: float = 0.0) -> tuple[list[Pair], PairReport]:
+               judge_noise: float = 0.0, max_completions: int = MAX_COMPLETIONS) -> tuple[list[Pair], PairReport]:
     """The pairs a policy takes from rows (an iterable of RatedRow), and a report of what it did.
 
     `judge_noise` swaps chosen and rejected in that share of pairs (seeded): a way to measure
-    how much judge error the training recipe tolerates.
+    how much judge error the training recipe tolerates. A row with more than `max_completions`
+    completions pairs nothing (every pair of n completions is n(n-1)/2 of them: 400 made 64,000 pairs
+    a row), so no row yields more than max_completions*(max_completions-1)/2 pairs.
     """
     name, argument = parse_policy(policy)
     weight = parse_weights(weights)
@@ -138,7 +141,10 @@ def plan_pairs(rows, policy: str = "silkie", weights: str | None = None, seed: i
     pairs, report = [], PairReport(policy)
     for index, row in enumerate(rows):
         report.rows += 1
-        found, reason = _row_pairs(row, name, argument, weight, rng)
+        if len(row.models) > max_completions:
+            found, reason = [], f"more than {max_completions} completions"
+        else:
+            found, reason = _row_pairs(row, name, argument, weight, rng)
         if not found:
             report.rows_without_pairs[reason] += 1
         for chosen, rejected, high, low in found:

@@ -177,9 +177,10 @@ def test_the_source_is_read_once(release, tmp_path, monkeypatch):
     import silkie.dataset
 
     jsonl, archive = release
-    passes, reads, read, rows = [], [], zipfile.ZipFile.read, silkie.dataset.release_rows
-    monkeypatch.setattr(silkie.dataset, "release_rows", lambda *a: passes.append(1) or rows(*a))
-    monkeypatch.setattr(zipfile.ZipFile, "read", lambda self, name, *a: reads.append(name) or read(self, name, *a))
+    passes, reads, open_, rows = [], [], zipfile.ZipFile.open, silkie.dataset.release_rows
+    monkeypatch.setattr(silkie.dataset, "release_rows", lambda *a, **k: passes.append(1) or rows(*a, **k))
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, info, *a, **k:
+                        reads.append(getattr(info, "filename", info)) or open_(self, info, *a, **k))
     _, report, pairs = build(tmp_path / "out", release=jsonl, images=archive, max_pixels=10_000_000)
     assert len(passes) == 1 and pairs["pairs"] > 0
     assert sorted(reads) == sorted(set(reads)) and len(reads) == 7  # every row with an image in the zip
