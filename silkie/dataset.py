@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from silkie import InputError, one_line
 from silkie.ratings import MISSING, classify
-from silkie.schema import ASPECTS, raw_rating
+from silkie.schema import ASPECTS, check_text_size, raw_rating
 
 EXPECTED_COMPLETIONS = 4
 # Pairing is quadratic in a row's completions (every pair of them), so a row with more than this is
@@ -163,6 +163,9 @@ def _release_rows(jsonl, store: ReleaseImages | None, report: BuildReport) -> It
             completions = completions_list(record.get("completions"))
             if not isinstance(record.get("id"), str) or not isinstance(record.get("prompt"), str):
                 raise InputError("`id` and `prompt` must be strings")
+            check_text_size(record["prompt"], "`prompt`")
+            for completion in completions:
+                check_text_size(completion.get("response"), f"response of {completion.get('model')!r:.80}")
         except InputError as error:
             report.flag(record.get("id"), f"{jsonl}:{number}: {error}", "invalid_rows")
             continue

@@ -7,6 +7,7 @@ Records travel between stages as plain dicts (one JSON object per line, DESIGN Â
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
@@ -20,8 +21,37 @@ ASPECTS = ("Helpfulness", "Ethical Considerations", "Visual Faithfulness")
 RATING_SCALE = range(1, 6)  # judges write 1..5; the rating is stored as the string they wrote
 
 
+# The longest a text field may be, in characters: far above the real data (the VLFeedback
+# release's longest prompts and responses are a few thousand characters), so one hostile record
+# is refused with its reason instead of flowing on into every later stage. The environment
+# variable SILKIE_MAX_TEXT_CHARS overrides it.
+MAX_TEXT_CHARS = 1 << 20
+
+
 class SchemaError(InputError):
     """A record that breaks its stage's contract; the message is one line naming the record."""
+
+
+def text_limit() -> int:
+    """MAX_TEXT_CHARS, or SILKIE_MAX_TEXT_CHARS when set (read at call time, as io.size_bound does)."""
+    text = os.environ.get("SILKIE_MAX_TEXT_CHARS")
+    if text is None:
+        return MAX_TEXT_CHARS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InputError(f"SILKIE_MAX_TEXT_CHARS={text!r}: expected a positive whole number")
+    return value
+
+
+def check_text_size(value: Any, where: str, limit: int | None = None) -> None:
+    """Refuse a string longer than the text limit; `where` names the record and field."""
+    limit = limit or text_limit()
+    if isinstance(value, str) and len(value) > limit:
+        raise SchemaError(f"{where} is {len(value):,} characters, over the limit of {limit:,} "
+                          "(SILKIE_MAX_TEXT_CHARS)")
 
 
 def rating_value(rating: str | None) -> int | None:
@@ -101,12 +131,14 @@ ANNOTATION_FIELDS: _Fields = {
 def _check_fields(kind: str, record: Any, fields: _Fields) -> None:
     if not isinstance(record, dict):
         raise SchemaError(f"{kind} record must be a JSON object, got {type(record).__name__}")
-    name = f"{kind} {record.get('id')!r}" if _is_str(record.get("id")) else f"{kind} record"
+    name = f"{kind} {record.get('id')!r:.80}" if _is_str(record.get("id")) else f"{kind} record"
+    limit = text_limit()
     for field, (ok, must_be, required) in fields.items():
         if field not in record:
             if required:
                 raise SchemaError(f"{name}: missing required field {field!r}")
             continue
+        check_text_size(record[field], f"{name}: field {field!r}", limit)
         if not ok(record[field]):
             raise SchemaError(f"{name}: field {field!r} must be {must_be}, got {record[field]!r:.60}")
     extra = sorted(set(record) - set(fields))
@@ -131,6 +163,7 @@ def check_ratings(annotation: Any, where: str) -> None:
     """One response's ratings: every aspect present with a string Rating and Rationale."""
     if not isinstance(annotation, dict):
         raise SchemaError(f"{where} must be an object of aspects")
+    limit = text_limit()
     for aspect in ASPECTS:
         entry = annotation.get(aspect)
         if not isinstance(entry, dict):
@@ -138,6 +171,7 @@ def check_ratings(annotation: Any, where: str) -> None:
         for key in ("Rating", "Rationale"):
             if not isinstance(entry.get(key), str):
                 raise SchemaError(f"{where}: {aspect} {key} must be a string, got {entry.get(key)!r:.40}")
+            check_text_size(entry[key], f"{where}: {aspect} {key}", limit)
     extra = sorted(set(annotation) - set(ASPECTS))
     if extra:
         raise SchemaError(f"{where}: unknown aspect {extra[0]!r}")

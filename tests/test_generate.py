@@ -35,6 +35,8 @@ def reference(world, tmp_path_factory):
 
 def pairs(path):
     records = [r for _, r in read_stage(path)]
+    if records and not isinstance(records[-1], dict) and "last line cut short" in str(records[-1]):
+        records.pop()  # a SIGKILL inside a write: the next writer cuts it off; a reader reports it
     assert all(isinstance(r, dict) for r in records)
     keys = [(r["id"], r["model"]) for r in records]
     assert len(keys) == len(set(keys)), "a (id, model) pair was written twice"

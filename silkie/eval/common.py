@@ -33,14 +33,13 @@ def write_scored(folder: str | Path, name: str, items: list[dict], score) -> dic
 
 def load(folder: str | Path, name: str) -> list[dict]:
     """The scored items of one benchmark in a model's evaluation folder."""
-    path = Path(folder) / name / ITEMS
+    from silkie.io import RecordError, read_jsonl
+
     items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                items.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{number}: not JSON ({e.msg})") from None
+    for _, item in read_jsonl(Path(folder) / name / ITEMS):  # bounded lines and nesting, file:line named
+        if isinstance(item, RecordError):
+            raise item
+        items.append(item)
     return items
 
 

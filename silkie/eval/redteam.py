@@ -126,12 +126,12 @@ def _rows(path: Path):
         for number, row in enumerate(pq.read_table(path).to_pylist(), 1):
             yield f"{path}:row {number}", row
         return
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                yield f"{path}:{number}", json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(f"{path}:{number}: not JSON ({error.msg})") from None
+    from silkie.io import RecordError, jsonl_lines
+
+    for number, _, row in jsonl_lines(path):  # bounded lines and nesting; the message names file:line
+        if isinstance(row, RecordError):
+            raise row
+        yield f"{path}:{number}", row
 
 
 def _image(value, folder: Path, where: str):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from silkie import InputError
-from silkie.io import ImageError, resolve_inside
+from silkie.io import ImageError, RecordError, SpecialFileError, jsonl_lines, resolve_inside
 
 IMAGE_MARKER = "<image>"  # LLaVA-style placeholder for where the image goes in a turn
 HUMAN_ROLES = ("human", "user")
@@ -86,12 +86,15 @@ def first_human_turn(conversations: Any) -> tuple[str | None, int]:
 
 
 def file_image(root: Path | None, relpath: str, id: str) -> Callable[[], bytes]:
-    """A fetcher for an image file named relative to `root`; a path that leaves the root is refused."""
+    """A fetcher for an image file named relative to `root`; a path that leaves the root is refused,
+    and so is a FIFO, device or socket (reading one could block or never end)."""
     def read() -> bytes:
         if root is None:
             raise Problem(id, "missing image", f"{relpath}: no images root to find it in (give images=DIR)")
         try:
             path = resolve_inside(root, relpath)
+        except SpecialFileError as e:
+            raise Problem(id, "unreadable image", str(e)) from None
         except ImageError:
             raise Problem(id, "image outside images root", f"{relpath!r} leaves the images root {root}") from None
         try:
@@ -144,30 +147,20 @@ def _reloader(path: Path, offset: int) -> Callable[[], dict]:
 
 
 def _jsonl_rows(prefix: str, path: Path, ids: Ids) -> Iterator[RawRecord | Problem]:
-    index, offset = 0, 0
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            start, offset = offset, offset + len(raw)
-            if not raw.strip():
-                continue
-            where = f"{prefix}{index}"
-            index += 1
-            try:
-                record = json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                yield Problem(ids(where), "bad record", f"{path}:{number}: not JSON: {e}")
-                continue
-            if not isinstance(record, dict):
-                yield Problem(ids(where), "bad record", f"{path}:{number}: not a JSON object")
-                continue
-            yield RawRecord(where, record, _reloader(path, start))
+    # the one JSONL reader: bounded lines and nesting, a last line without its newline kept when whole
+    for index, (_, offset, record) in enumerate(jsonl_lines(path)):
+        where = f"{prefix}{index}"
+        if isinstance(record, RecordError):
+            yield Problem(ids(where), "bad record", str(record))
+        else:
+            yield RawRecord(where, record, _reloader(path, offset))
 
 
 def _json_rows(prefix: str, path: Path, ids: Ids) -> Iterator[RawRecord | Problem]:
     try:
         data = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: not a JSON file: {e}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise InputError(f"{path}: not a JSON file: {type(e).__name__}: {str(e)[:200]}") from None
     if isinstance(data, dict) and isinstance(data.get("annotations"), list):
         data = data["annotations"]  # MiniGPT-4-style {"annotations": [...]}, as LRV ships it
     if not isinstance(data, list):

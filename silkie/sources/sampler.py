@@ -152,9 +152,16 @@ class _Skipped:
 
 
 def _read(spec: Spec, reader: Reader, stats: SourceStats, skipped: _Skipped) -> list[SourceItem]:
-    items = []
+    from silkie.schema import SchemaError, check_text_size, text_limit
+
+    items, limit = [], text_limit()
     for entry in reader.read(spec):
         stats.read += 1
+        if isinstance(entry, SourceItem):
+            try:
+                check_text_size(entry.prompt, "prompt", limit)
+            except SchemaError as error:
+                entry = Problem(entry.id, "prompt too long", f"{entry.id}: {error}")
         if isinstance(entry, Problem):
             stats.skip(entry)
             skipped.add(entry, spec.label)
