@@ -13,6 +13,20 @@ def error_line(error: BaseException, limit: int = 300) -> str:
     return f"{type(error).__name__}: {one_line(error)}"[:limit]
 
 
+def bound(name: str, default: int) -> int:
+    """An input bound's value: the environment variable SILKIE_<name> when set (a positive whole number),
+    else `default` (the module constant, read at call time so a test may patch it)."""
+    import os
+
+    text = os.environ.get(f"SILKIE_{name}")
+    if text is None:
+        return default
+    value = int(text) if text.strip().isdigit() else 0
+    if value < 1:
+        raise InputError(f"SILKIE_{name}={text!r}: expected a positive whole number")
+    return value
+
+
 class InputError(ValueError):
     """Bad input a user can fix (a record, an image, a flag): reported as one line, never a traceback."""
 

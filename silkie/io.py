@@ -22,12 +22,12 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from silkie import InputError, one_line
+from silkie import InputError, bound, one_line
 
 MAX_PIXELS = 40_000_000
 # Bounds on one JSONL line, far above the real data (the VLFeedback release's longest lines are a few
 # KB, nested 5 deep), so a hostile line costs a one-line error, not the memory to hold it or a
-# RecursionError. Each is overridden by the environment variable SILKIE_<NAME> (size_bound), and the
+# RecursionError. Each is overridden by the environment variable SILKIE_<NAME> (silkie.bound), and the
 # line length also by read_jsonl's argument.
 MAX_LINE_BYTES = 16 << 20  # 16 MiB, newline not counted
 MAX_JSON_DEPTH = 64  # arrays and objects inside one another
@@ -47,21 +47,6 @@ class ImageError(InputError):
 
 class SpecialFileError(ImageError):
     """An image path naming a FIFO, device or socket: refused before anything opens it."""
-
-
-def size_bound(name: str, default: int) -> int:
-    """A bound's value: the environment variable SILKIE_<name> when set (a positive whole number),
-    else `default` (the module constant, read at call time so a test may patch it)."""
-    text = os.environ.get(f"SILKIE_{name}")
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise InputError(f"SILKIE_{name}={text!r}: expected a positive whole number")
-    return value
 
 
 def _lines(f, limit: int) -> Iterator[tuple[int, bytes | int]]:
@@ -122,8 +107,8 @@ def jsonl_lines(path, max_line_bytes: int | None = None) -> Iterator[tuple[int, 
     A last line without its newline is a record if it parses; if it does not, it is reported as
     cut short, like any bad line. Only a JsonlWriter, in its own store, cuts such a line off.
     """
-    limit = max_line_bytes or size_bound("MAX_LINE_BYTES", MAX_LINE_BYTES)
-    depth = size_bound("MAX_JSON_DEPTH", MAX_JSON_DEPTH)
+    limit = max_line_bytes or bound("MAX_LINE_BYTES", MAX_LINE_BYTES)
+    depth = bound("MAX_JSON_DEPTH", MAX_JSON_DEPTH)
     with open(path, "rb") as f:
         for number, (offset, raw) in enumerate(_lines(f, limit), start=1):
             where = f"{path}:{number}"
@@ -191,7 +176,7 @@ class JsonlWriter:
         """The file ends without a newline. A last line that parses (or is too long or too deep to
         tell) is kept and given its newline: nothing a user wrote is deleted. One that does not parse
         is a write torn by a kill, never acknowledged to a caller: it is cut off, with a line on stderr."""
-        limit = size_bound("MAX_LINE_BYTES", MAX_LINE_BYTES)
+        limit = bound("MAX_LINE_BYTES", MAX_LINE_BYTES)
         self._file.seek(complete)
         tail = self._file.read(min(end - complete, limit + 1))
         try:
@@ -406,7 +391,7 @@ def stage_files(path) -> list[Path]:
 
 def count_lines(path) -> int:
     """Non-blank lines of a stage's file and its shards: the records a stage summary reports."""
-    limit = size_bound("MAX_LINE_BYTES", MAX_LINE_BYTES)
+    limit = bound("MAX_LINE_BYTES", MAX_LINE_BYTES)
     total = 0
     for file in stage_files(path):
         with open(file, "rb") as f:

@@ -7,14 +7,13 @@ Records travel between stages as plain dicts (one JSON object per line, DESIGN Â
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
 
 from datasets import Features, Image, List, Sequence, Value
 
-from silkie import InputError
+from silkie import InputError, bound
 
 # Facts of the VLFeedback release: the three aspects, in the order the judge writes them.
 ASPECTS = ("Helpfulness", "Ethical Considerations", "Visual Faithfulness")
@@ -33,17 +32,8 @@ class SchemaError(InputError):
 
 
 def text_limit() -> int:
-    """MAX_TEXT_CHARS, or SILKIE_MAX_TEXT_CHARS when set (read at call time, as io.size_bound does)."""
-    text = os.environ.get("SILKIE_MAX_TEXT_CHARS")
-    if text is None:
-        return MAX_TEXT_CHARS
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise InputError(f"SILKIE_MAX_TEXT_CHARS={text!r}: expected a positive whole number")
-    return value
+    """MAX_TEXT_CHARS, or SILKIE_MAX_TEXT_CHARS when set (read at call time)."""
+    return bound("MAX_TEXT_CHARS", MAX_TEXT_CHARS)
 
 
 def check_text_size(value: Any, where: str, limit: int | None = None) -> None:
