@@ -11,10 +11,12 @@ scene judge, which sends nothing and should not pay for loading the SDK.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import io
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from PIL import ExifTags, Image
@@ -31,6 +33,21 @@ PNG_MAX_COLORS = 4096
 # The SDK's classes for 401, 403 and 404: a wrong key, model or URL fails every request alike, so
 # such an error stops the run instead of being written on every item.
 STOP_ERRORS = ("AuthenticationError", "PermissionDeniedError", "NotFoundError")
+# A reply holds at most max_tokens tokens. A token is ~4 bytes of text, and JSON's \uXXXX escapes
+# make one of non-Latin text ~12, so 16 a token bounds an honest reply's text; the slack holds its
+# envelope (ids, usage, finish reason) and short replies made of long tokens (runs of spaces).
+REPLY_BYTES_PER_TOKEN = 16
+REPLY_SLACK_BYTES = 64 * 1024
+
+
+def max_reply_bytes(max_tokens: int) -> int:
+    """The most bytes an honest chat-completion reply asked for at most `max_tokens` can take."""
+    return max_tokens * REPLY_BYTES_PER_TOKEN + REPLY_SLACK_BYTES
+
+
+class ReplyTooLarge(Exception):
+    """A chat-completion reply larger than its max_tokens allows (`max_reply_bytes`); the SDK does
+    not retry it: the server ignored the request's bound, and asking again would pay again."""
 
 
 def api_key(env: str | None, missing: str) -> str:
@@ -66,14 +83,94 @@ def tls_context():
     return httpx2.create_ssl_context()
 
 
-def client(key: str, base_url: str | None, timeout: float, max_retries: int, event_hooks: dict | None = None):
+def client(key: str, base_url: str | None, timeout: float, max_retries: int,
+           before_send: Callable[[object], Awaitable[None]] | None = None, reply_bytes: int | None = None):
     """An async SDK client. Retries are the SDK's: exponential backoff on connection errors,
-    timeouts, 408/409/429/5xx, and as long a wait as a Retry-After header asks."""
+    timeouts, 408/409/429/5xx, and as long a wait as a Retry-After header asks.
+
+    `timeout` bounds each chat-completion attempt whole, from sending to the reply's last byte
+    (see `_bounded_client`); `reply_bytes` (default: none) bounds its reply. `before_send(request)` runs
+    before every HTTP attempt, retries included, outside that deadline (the judge paces there)."""
     import openai
 
-    http = openai.DefaultAsyncHttpxClient(verify=tls_context(), event_hooks=event_hooks or {})
+    http = _bounded_client()(verify=tls_context(), deadline=timeout, reply_bytes=reply_bytes, before_send=before_send)
     return openai.AsyncOpenAI(api_key=key, base_url=base_url, timeout=timeout, max_retries=max_retries,
                               http_client=http)
+
+
+@functools.cache
+def _bounded_client() -> type:
+    """The SDK's default HTTP client, with each chat-completion attempt bounded in time and size.
+
+    The SDK's timeout is per read: a server that sends a 200 and then a byte a second would hold a
+    request forever. So an attempt gets `deadline` seconds in all, after which it is a timeout like
+    any other (the SDK retries it; then the caller's rules for a provider in trouble apply). Bytes
+    past `reply_bytes` raise ReplyTooLarge and are never read: at once if the reply declares its
+    length, else as they arrive. Replies are asked uncompressed, so those bytes are the body's; one
+    compressed all the same is checked again once decoded (in memory, deflate's 1000:1 at most).
+    An error reply's body (its status is what counts) is cut at the bound instead. Uploads and
+    downloads (Files API) are as large and as slow as their content, so only chat completions are
+    bounded.
+    """
+    import httpx2
+    import openai
+
+    class Capped(httpx2.AsyncByteStream):
+        def __init__(self, inner, limit: int, strict: bool):
+            self.inner, self.limit, self.strict = inner, limit, strict
+
+        async def __aiter__(self):
+            size = 0
+            async for chunk in self.inner:
+                size += len(chunk)
+                if size > self.limit:
+                    if self.strict:
+                        raise ReplyTooLarge(f"the reply passed {self.limit} bytes, more than its max_tokens allows")
+                    yield chunk[:len(chunk) - (size - self.limit)]
+                    return
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    class Bounded(openai.DefaultAsyncHttpxClient):
+        def __init__(self, *, deadline: float, reply_bytes: int | None, before_send, **kwargs):
+            super().__init__(**kwargs)
+            self.deadline, self.reply_bytes, self.before_send = deadline, reply_bytes, before_send
+
+        async def send(self, request, *, stream: bool = False, **kwargs):
+            if self.before_send is not None:
+                await self.before_send(request)
+            if stream or not request.url.path.endswith("/chat/completions"):
+                return await super().send(request, stream=stream, **kwargs)
+            if self.reply_bytes is not None:
+                request.headers["accept-encoding"] = "identity"
+            try:
+                async with asyncio.timeout(self.deadline):
+                    response = await super().send(request, stream=True, **kwargs)
+                    try:
+                        self._bound(response)
+                        await response.aread()
+                    except BaseException:
+                        await response.aclose()
+                        raise
+            except TimeoutError:
+                raise httpx2.ReadTimeout(f"no whole reply within {self.deadline:g} s", request=request) from None
+            if self.reply_bytes is not None and response.is_success and len(response.content) > self.reply_bytes:
+                raise ReplyTooLarge(f"the reply decoded to {len(response.content)} bytes, more than the "
+                                    f"{self.reply_bytes} its max_tokens allows")
+            return response
+
+        def _bound(self, response) -> None:
+            if self.reply_bytes is None:
+                return
+            declared = response.headers.get("content-length", "")
+            if response.is_success and declared.isdigit() and int(declared) > self.reply_bytes:
+                raise ReplyTooLarge(f"the reply declares {int(declared)} bytes, more than the {self.reply_bytes} "
+                                    "its max_tokens allows")
+            response.stream = Capped(response.stream, self.reply_bytes, strict=response.is_success)
+
+    return Bounded
 
 
 def body_problem(response) -> str | None:

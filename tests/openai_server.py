@@ -2,8 +2,10 @@
 
 It speaks `POST /v1/chat/completions` as the openai SDK expects, answers with a pluggable
 `responder`, and can misbehave on purpose: latency, scheduled faults (429 with Retry-After, 500,
-replies slower than the client's timeout, malformed JSON), and a rate limiter. It counts what it
-did and records every request, headers included.
+replies slower than the client's timeout, malformed JSON, a reply trickled a byte at a time, a
+reply far past max_tokens), lying usage (`negative_usage`, `inflated_usage`), and a rate limiter.
+It counts what it did, the replies a client abandoned before their last byte (`abandoned`), and
+records every request, headers included.
 
     with OpenAIServer(latency=0.05, faults=[rate_limited(0.2)]) as server:
         client = AsyncOpenAI(base_url=server.url, api_key="test")
@@ -41,6 +43,10 @@ class Fault:
     headers: dict = field(default_factory=dict)
     delay: float = 0.0
     reply: bool = False  # after the delay, send the normal reply instead of `body`
+    text: str | None = None  # with `reply`: this text instead of the responder's
+    pad: int = 0  # leading spaces before the body (JSON allows them)
+    trickle: float = 0.0  # seconds between the body's bytes, sent one at a time (0: all at once)
+    length: bool = True  # send Content-Length; False: the body ends when the connection closes
 
 
 def rate_limited(retry_after: float = 0.0, ms: bool = False) -> Fault:
@@ -60,6 +66,29 @@ def slow(seconds: float) -> Fault:
 def malformed() -> Fault:
     """A 200 whose JSON body stops half way."""
     return Fault("malformed", 200, b'{"id": "chatcmpl-0", "object": "chat.completion", "choices": [{"ind')
+
+
+def trickle(interval: float = 0.01, pad: int = 10_000) -> Fault:
+    """A 200 whose body (`pad` spaces, then the normal reply) comes one byte every `interval`
+    seconds: never slow enough for a per-read timeout, and never done within a test."""
+    return Fault("trickle", reply=True, pad=pad, trickle=interval)
+
+
+def huge_reply(size: int = 10 * 2**20, length: bool = True) -> Fault:
+    """A correct reply whose text is `size` bytes, whatever max_tokens asked; with `length` False
+    the body has no Content-Length, so only counting its bytes can bound it."""
+    return Fault("huge", reply=True, text="x" * size, length=length)
+
+
+def negative_usage(body: dict, text: str) -> dict:
+    """Usage that would credit a ledger which took it at its word."""
+    return {"prompt_tokens": -10**6, "completion_tokens": -10**6, "total_tokens": -2 * 10**6}
+
+
+def inflated_usage(body: dict, text: str) -> dict:
+    """Usage no request could have: a billion prompt tokens, the reply's words for completion."""
+    usage = word_usage(body, text)
+    return {**usage, "prompt_tokens": 10**9, "total_tokens": 10**9 + usage["completion_tokens"]}
 
 
 def no_choices() -> Fault:
@@ -106,6 +135,7 @@ class Received:
     json: object  # the body parsed, or None when it is not JSON
     time: float = 0.0  # time.monotonic() on arrival, taken in arrival order
     outcome: str = ""  # what it got, once answered: "ok", "429", "rate_limited", ...
+    fault: Fault | None = None  # the fault it got, if any
 
 
 class OpenAIServer:
@@ -144,6 +174,7 @@ class OpenAIServer:
         }
         self.requests: list[Received] = []
         self.counts: collections.Counter = collections.Counter()
+        self.abandoned: collections.Counter = collections.Counter()  # outcome -> replies the client left unread
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -173,10 +204,11 @@ class OpenAIServer:
         body = received.json
         if not isinstance(body, dict):
             return 400, _error_body("the body is not a JSON object", "invalid_request_error")
-        return 200, self._completion(body)
+        fault = received.fault
+        return 200, self._completion(body, fault.text if fault and fault.text is not None else None)
 
-    def _completion(self, body: dict) -> dict:
-        text = self.responder(body)
+    def _completion(self, body: dict, text: str | None = None) -> dict:
+        text = self.responder(body) if text is None else text
         return {
             "id": f"chatcmpl-{len(self.requests)}",
             "object": "chat.completion",
@@ -279,6 +311,7 @@ class OpenAIServer:
                     self._accepted.append(received.time)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            received.fault = fault
         return fault
 
     def _done(self, received: Received, outcome: str) -> None:
@@ -302,7 +335,8 @@ class OpenAIServer:
         else:
             status, payload = 404, _error_body(f"no route for {received.method} {path}", "not_found")
         outcome = fault.name if fault else ("ok" if status < 400 else str(status))
-        return outcome, status, {}, payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        payload = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        return outcome, status, {}, b" " * fault.pad + payload if fault else payload
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -326,15 +360,29 @@ def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             headers = {k.lower(): v for k, v in self.headers.items()}
             received = Received(self.command, self.path, headers, raw, parsed)
             outcome, status, headers, payload = server._respond(received)
+            fault = received.fault
             try:
                 self.send_response(status)
-                headers = {"content-type": "application/json", **headers, "content-length": str(len(payload))}
+                if fault is None or fault.length:
+                    headers = {"content-type": "application/json", **headers, "content-length": str(len(payload))}
+                else:
+                    headers = {"content-type": "application/json", **headers, "connection": "close"}
+                    self.close_connection = True
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(payload)
+                if fault is not None and fault.trickle:
+                    for at in range(len(payload)):
+                        if server._closing.wait(fault.trickle):
+                            self.close_connection = True
+                            break  # the server is shutting down
+                        self.wfile.write(payload[at:at + 1])
+                else:
+                    self.wfile.write(payload)
             except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up (timed out) before the reply came
+                # The client gave up (timed out, or would read no more) before the reply's last byte.
+                with server._lock:
+                    server.abandoned[outcome] += 1
             finally:
                 server._done(received, outcome)
 

@@ -7,7 +7,8 @@ a rerun or a killed run re-pays nothing.
 
 What a rerun retries: items *deferred* by the budget, by a provider in trouble or by a batch not
 yet answered have no record, so the next run judges them. Items that failed for good (a bad
-image, a refused input, a reply unreadable after its re-ask, no successful response) are written
+image, a refused input, a reply unreadable after its re-ask, a reply past its request's bounds —
+usage it cannot have used, more bytes than max_tokens allows —, no successful response) are written
 with their `error` and, like failed completions, are not retried.
 """
 

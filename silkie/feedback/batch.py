@@ -1,9 +1,11 @@
 """`--batch`: first asks go through the provider's Batch API, at its lower price.
 
 The batch path only fills the request cache. Each line's `custom_id` is the cache key of the
-request it carries, so returned answers land in the cache, and the ordinary pass that follows
-finds them there and writes the records; only re-asks go online. A first ask the batches did not
-answer (a failed line, the budget) is deferred, never sent online at full price: rerun to batch it.
+request it carries (then `:` and its worst-case prompt tokens, the bound its usage is checked
+against), so returned answers land in the cache, and the ordinary pass that follows finds them
+there and writes the records; only re-asks go online. A first ask the batches did not answer (a
+failed line, a reply past its request's bounds, the budget) is deferred, never sent online at full
+price: rerun to batch it.
 
 Resumable: the batches in flight are listed in a small state file beside the output. A rerun
 collects those before it submits anything, so a batch is paid for once. (A kill in the moment
@@ -20,8 +22,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from silkie.feedback.base import Deferred, Item
-from silkie.feedback.openai_judge import OpenAIJudge, api_key
-from silkie.openai_api import USAGE_FIELDS, file_data_url
+from silkie.feedback.openai_judge import OpenAIJudge, api_key, checked_usage, oversized
+from silkie.openai_api import file_data_url
 
 # The provider's limits on one batch input file; the byte limit leaves room for the multipart wrapping.
 MAX_REQUESTS = 50_000
@@ -88,8 +90,9 @@ def _lines(judge: OpenAIJudge, items: Iterable[Item], stats: Counter):
             key = judge.key(item, request, messages)
             if key in seen or judge.cache.get(key) is not None:
                 continue
+            bounds = judge.worst_tokens(messages)
             try:
-                cost = judge.ledger.reserve(*judge.worst_tokens(messages), discount=judge.config.batch_discount)
+                cost = judge.ledger.reserve(*bounds, discount=judge.config.batch_discount)
             except Deferred:
                 stats["batch_budget"] += 1
                 continue
@@ -101,7 +104,7 @@ def _lines(judge: OpenAIJudge, items: Iterable[Item], stats: Counter):
             seen.add(key)
             stats["batched"] += 1
             body = judge.body(request, messages, url)
-            yield json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions",
+            yield json.dumps({"custom_id": f"{key}:{bounds[0]}", "method": "POST", "url": "/v1/chat/completions",
                               "body": body}).encode() + b"\n", cost
 
 
@@ -146,7 +149,8 @@ async def _collect(client, judge, state, path, holds, stats, progress) -> None:
 
 
 def _store(judge: OpenAIJudge, line: dict, stats: Counter) -> None:
-    """One result line into the cache, charged at the batch price; a failed line is only counted."""
+    """One result line into the cache, charged at the batch price; a failed line is only counted, and
+    one past its request's bounds (usage, size) is charged the worst case and counted, never cached."""
     response = line.get("response") or {}
     body = response.get("body") or {}
     choices = body.get("choices") or [{}]
@@ -154,7 +158,14 @@ def _store(judge: OpenAIJudge, line: dict, stats: Counter) -> None:
     if response.get("status_code") != 200 or not isinstance(text, str):
         stats["batch_failed"] += 1
         return
-    usage = {k: v for k, v in (body.get("usage") or {}).items() if k in USAGE_FIELDS}
+    key, _, prompt_bound = line["custom_id"].partition(":")  # no bound: a batch sent before bounds were
+    max_tokens = judge.config.generation.max_new_tokens
+    reported = body.get("usage") if isinstance(body.get("usage"), dict) else None
+    usage, problem = checked_usage(reported, (int(prompt_bound) if prompt_bound.isdigit() else None, max_tokens))
     usage["cost_usd"] = judge.ledger.charge(0.0, usage, discount=judge.config.batch_discount)
-    judge.cache.put(line["custom_id"], {"text": text, "usage": usage})
+    if problem or oversized(text, max_tokens):
+        stats["batch_failed"] += 1
+        stats["batch_out_of_bounds"] += 1
+        return
+    judge.cache.put(key, {"text": text, "usage": usage})
     stats["batch_answers"] += 1

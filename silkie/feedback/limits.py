@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 
@@ -71,11 +72,21 @@ class SpendLedger:
         self.held -= held
 
     def charge(self, held: float, usage: dict, discount: float = 1.0) -> float:
-        """Replace a hold by what the reply cost; returns that cost (0 when the model has no price)."""
+        """Replace a hold by what the reply cost; returns that cost (0 when the model has no price).
+
+        Counts below zero (or not numbers) count as zero: no report may credit the ledger. The
+        judge checks usage against the request's bounds before it gets here (`checked_usage`).
+        """
         self.held -= held
-        prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+        prompt, completion = (_count(usage.get(name)) for name in ("prompt_tokens", "completion_tokens"))
         self.prompt_tokens += prompt
         self.completion_tokens += completion
         cost = self.price.cost(prompt, completion) * discount if self.price else 0.0
         self.spent += cost
         return cost
+
+
+def _count(value) -> float:
+    """A reported token count as a number of at least zero."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return max(0, value) if ok else 0

@@ -11,6 +11,12 @@ Failures are sorted by whether a rerun could fix them: the budget or a provider 
 (429/5xx/timeouts after the SDK's retries, a garbled body) defer the item; a refused input
 (400, a bad image) or a reply unreadable after the re-ask is the item's error; a wrong key, model
 or URL (401/403/404) stops the run, since every item would fail alike.
+
+A server is trusted no further than the request's own bounds: an attempt gets `timeout` seconds
+whole (a reply trickled past it is a timeout), and a reply larger than max_tokens allows or usage
+the request cannot have used (below zero, more prompt tokens than the worst case the ledger held,
+more completion tokens than max_tokens) is the item's error, charged that worst case: asking
+again would pay again, and no report may credit the ledger.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ class JudgeConfig:
     rpm: int | None = field(default=None, metadata={"help": "requests per minute, retries included"})
     # estimated prompt + max completion, as providers count
     tpm: int | None = field(default=None, metadata={"help": "tokens per minute"})
-    timeout: float = 120.0  # seconds per attempt
+    timeout: float = 120.0  # seconds per attempt, the whole reply included
     max_retries: int = 6
     budget_usd: float | None = field(default=None, metadata={"help": "hard cap on what this run may spend"})
     prices: dict = field(default_factory=dict)  # model -> {input: USD per 1M tokens, output: USD per 1M tokens}
@@ -114,8 +120,58 @@ def estimate_tokens(messages: list[dict], image_tokens: int, worst: bool = False
     return total
 
 
+def checked_usage(reported: dict | None, bounds: tuple[int | None, int]) -> tuple[dict, str | None]:
+    """The usage to charge for a reply, and what is impossible in the server's report (None: nothing).
+
+    `bounds`: the most prompt tokens (the worst case the ledger held; None: not known) and
+    completion tokens (max_tokens) the request can use. A count missing, or a prompt of 0 tokens
+    (no honest count), is charged at its bound. A count that is not a number, is below zero or is
+    past its bound makes the whole report the server's error, charged at the bounds, never less.
+    """
+    reported = reported or {}
+    for name, bound in zip(("prompt_tokens", "completion_tokens"), bounds):
+        value = reported.get(name)
+        if value is not None and (what := _impossible(name, value, bound)):
+            return _usage(bounds, {}), f"the judge reported usage this request cannot have: {name} {value!r} {what}"
+    return _usage(bounds, reported), None
+
+
+def _impossible(name: str, value, bound: int | None) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "is not a count"
+    if value < 0:
+        return "is below zero"
+    if bound is not None and value > bound:
+        return f"is more than the {bound} " + ("this request can hold (raise image_tokens if the judge counts "
+                                               "images higher)" if name == "prompt_tokens" else "max_tokens allows")
+    return None
+
+
+def _usage(bounds: tuple[int | None, int], counts: dict) -> dict:
+    """`counts` with each missing count (and a prompt of 0) at its bound; an unknown bound counts 0."""
+    prompt = counts.get("prompt_tokens") or bounds[0] or 0
+    completion = counts.get("completion_tokens")
+    completion = bounds[1] if completion is None else completion
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def oversized(text: str, max_tokens: int) -> str | None:
+    """Why a reply's text is larger than max_tokens allows, or None."""
+    size, limit = len(text.encode()), openai_api.max_reply_bytes(max_tokens)
+    return f"the reply's text is {size} bytes, more than the {limit} its max_tokens allows" if size > limit else None
+
+
 class Unreadable(Exception):
     """A 200 reply with no usable text in it."""
+
+
+class OutOfBounds(Exception):
+    """A reply past its request's bounds (usage it cannot have used, more bytes than max_tokens
+    allows): the item's error, with the usage it was charged (the worst case)."""
+
+    def __init__(self, problem: str, usage: dict):
+        super().__init__(f"{problem} (charged the worst case)")
+        self.usage = usage
 
 
 class NotBatched(Deferred):
@@ -194,9 +250,10 @@ class OpenAIJudge:
         return drive(self._judge_all(items, api_key(self.config)))
 
     def client(self, secret: str):
-        """An SDK client whose every HTTP attempt passes `_on_send` first."""
+        """An SDK client whose every HTTP attempt passes `_on_send` first, its replies bounded by max_tokens."""
         return openai_api.client(secret, self.config.base_url, self.config.timeout, self.config.max_retries,
-                                 event_hooks={"request": [self._on_send]})
+                                 before_send=self._on_send,
+                                 reply_bytes=openai_api.max_reply_bytes(self.config.generation.max_new_tokens))
 
     async def _on_send(self, request) -> None:
         """Runs before every HTTP attempt the SDK makes, its own retries included."""
@@ -239,12 +296,16 @@ class OpenAIJudge:
         for result in results:
             if isinstance(result, BaseException):
                 error = one_line(result)
-                if not isinstance(result, InputError):  # our own messages need no class name
+                if not isinstance(result, (InputError, OutOfBounds)):  # our own messages need no class name
                     error = openai_api.scrub(f"{type(result).__name__}: {error}", secret)
                 status = getattr(result, "status_code", None)
                 if isinstance(result, openai.APIStatusError) and (stop := openai_api.stop_error(error)):
                     raise stop
-                if isinstance(result, Deferred):
+                if isinstance(result, OutOfBounds):
+                    verdict.error = verdict.error or error[:300]
+                    for name, value in result.usage.items():  # what it was charged belongs to the record
+                        verdict.usage[name] = verdict.usage.get(name, 0) + value
+                elif isinstance(result, Deferred):
                     verdict.deferred = result.reason
                 elif isinstance(result, (openai.APIConnectionError, json.JSONDecodeError, Unreadable)) or (
                         isinstance(result, openai.APIStatusError) and (status in (408, 409, 429) or status >= 500)):
@@ -276,7 +337,11 @@ class OpenAIJudge:
         self.stats["reasks"] += 1
         again = messages + [{"role": "assistant", "content": reply.text},
                             {"role": "user", "content": REASK.format(problem=parsed.problem)}]
-        second = await self._ask(client, item, request, again, image)
+        try:
+            second = await self._ask(client, item, request, again, image)
+        except OutOfBounds as error:
+            error.usage = dict(usage + Counter(error.usage))  # the first answer was paid for too
+            raise
         usage.update(second.usage)
         reparsed: Parsed = parse_reply(second.text, len(item.responses), request.aspects)
         best = reparsed if len(reparsed.missing) <= len(parsed.missing) else parsed
@@ -299,6 +364,10 @@ class OpenAIJudge:
                 await self._tokens.take(tokens)
                 self.stats["requests"] += 1
                 response = await client.chat.completions.create(**self.body(request, messages, url))
+            except openai_api.ReplyTooLarge as error:
+                usage, _ = checked_usage(None, self.worst_tokens(messages))
+                usage["cost_usd"] = self.ledger.charge(held, usage)  # a reply came, so it is paid for
+                raise OutOfBounds(f"the judge's reply is larger than max_tokens allows: {error}", usage) from None
             except BaseException:
                 self.ledger.release(held)  # a request that failed costs nothing
                 raise
@@ -315,16 +384,22 @@ class OpenAIJudge:
         if problem:
             self.ledger.release(held)
             raise Unreadable(problem)
-        # A server that reports no usage is charged the worst case, so the cap holds all the same.
-        usage = response.usage.model_dump(include=openai_api.USAGE_FIELDS) if response.usage else dict(
-            zip(("prompt_tokens", "completion_tokens"), self.worst_tokens(messages)))
+        # A server that reports no usage, or usage the request cannot have, is charged the worst
+        # case, so the cap holds all the same. (getattr: the SDK does not validate the types.)
+        reported = {name: getattr(response.usage, name, None) for name in openai_api.USAGE_FIELDS} \
+            if response.usage else None
+        usage, problem = checked_usage(reported, self.worst_tokens(messages))
         usage["cost_usd"] = self.ledger.charge(held, usage)
+        if problem:
+            raise OutOfBounds(problem, usage)
         if not response.choices:
             raise Unreadable("the response has no choices")
         message = response.choices[0].message
         if message.content is None:
             reason = getattr(message, "refusal", None) or f"finish_reason {response.choices[0].finish_reason!r}"
             raise InputError(f"the judge gave no text: {one_line(reason)[:200]}")
+        if problem := oversized(message.content, self.config.generation.max_new_tokens):
+            raise OutOfBounds(problem, usage)  # the client's bound on the body stops it first, online
         return message.content, usage
 
 

@@ -5,6 +5,8 @@ Requests run concurrently on one event loop, at most `concurrency` in flight. Re
 the openai SDK: it backs off exponentially on connection errors, timeouts, 408/409/429/5xx, and
 waits as long as a Retry-After (or retry-after-ms) header asks, up to two minutes. What still
 fails after `max_retries` becomes that item's one-line `error`; the rest of the batch goes on.
+Each attempt gets `timeout` seconds whole, and a reply larger than max_tokens allows is an error
+unread (`silkie.openai_api.client`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from silkie.openai_api import (
     client,
     data_url,
     file_data_url,
+    max_reply_bytes,
     openai_messages,
     sampling,
     scrub,
@@ -42,9 +45,9 @@ class OpenAIBackend:
 
     The API key is read from the environment variable `api_key_env` when needed and never kept
     on the object, so its repr, its fields and anything serialized from them hold no secret.
-    `api_key_env=None` is for a local server that checks no key. `timeout` is per attempt; the
-    SDK retries a timed-out attempt too. `extra_body` is merged into every request's JSON, for
-    server-specific options such as vLLM's `top_k`.
+    `api_key_env=None` is for a local server that checks no key. `timeout` is per attempt, the
+    whole reply included; the SDK retries a timed-out attempt too. `extra_body` is merged into
+    every request's JSON, for server-specific options such as vLLM's `top_k`.
     """
 
     name: str
@@ -84,7 +87,9 @@ class OpenAIBackend:
         # Requests are prepared (image encoded) before they take a slot, so a slot is held for the
         # server's time alone; `ready` bounds the prepared ones, in flight or waiting for a slot.
         ready = asyncio.Semaphore(self.concurrency + ENCODE_AHEAD)
-        async with client(key, self.base_url, self.timeout, self.max_retries) as sdk:
+        max_tokens = (self.extra_body or {}).get("max_tokens", params.max_new_tokens)  # extra_body wins
+        async with client(key, self.base_url, self.timeout, self.max_retries,
+                          reply_bytes=max_reply_bytes(max_tokens)) as sdk:
             results = await asyncio.gather(*(self._one(sdk, ready, limit, r, params) for r in requests))
         for result in results:
             if result.error:
