@@ -65,8 +65,9 @@ def apply_overrides(data: dict, overrides: dict | None) -> dict:
     return data
 
 
-def load(cls, kind: str, name: str | Path, overrides: dict | None = None):
-    """`configs/<kind>/<name>.yaml` or the YAML file `name`, with `overrides`, as a checked `cls`."""
+def read_yaml(kind: str, name: str | Path) -> tuple[dict, Path]:
+    """(the mapping, its path) of `configs/<kind>/<name>.yaml` or the YAML file `name`; a missing file,
+    bad YAML or a file that is not a mapping is one line naming the file."""
     import yaml
 
     from silkie import InputError
@@ -81,6 +82,12 @@ def load(cls, kind: str, name: str | Path, overrides: dict | None = None):
         raise InputError(f"{path}: not valid YAML ({' '.join(str(error).split())[:160]})") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
+    return data, path
+
+
+def load(cls, kind: str, name: str | Path, overrides: dict | None = None):
+    """`configs/<kind>/<name>.yaml` or the YAML file `name`, with `overrides`, as a checked `cls`."""
+    data, path = read_yaml(kind, name)
     cfg = from_dict(cls, apply_overrides(data, overrides), str(path))
     if hasattr(cfg, "validate"):
         cfg.validate(str(path))

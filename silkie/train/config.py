@@ -230,20 +230,9 @@ def _dpo_types():
 
 def read(preset_or_path: str | Path, overrides: dict | None = None) -> tuple[dict, str]:
     """configs/train/NAME.yaml or a YAML file, with overrides applied: (the flat mapping, its path)."""
-    import yaml
+    from silkie.config import apply_overrides, read_yaml
 
-    from silkie.config import apply_overrides, preset_path
-
-    try:
-        path = preset_path("train", str(preset_or_path))
-    except FileNotFoundError as error:
-        raise InputError(str(error)) from None
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise InputError(f"{path}: not valid YAML ({' '.join(str(error).split())[:160]})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
+    data, path = read_yaml("train", preset_or_path)
     overrides = {key.replace("-", "_"): value for key, value in (overrides or {}).items() if value is not None}
     for one, other in (("warmup_steps", "warmup_ratio"), ("warmup_ratio", "warmup_steps")):
         if one in overrides and other not in overrides:  # a flag for one way of warming up replaces the file's other
