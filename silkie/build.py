@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import shutil
 import tempfile
 from collections import Counter
@@ -26,11 +27,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from silkie import InputError
 from silkie.dataset import MAX_COMPLETIONS, MAX_IMAGE_BYTES
 from silkie.schema import FEATURES, assistant_turn, user_turn
 
 TEST_FRACTION, SPLIT_SEED = 0.005, 42  # pairs held out by instruction; the seed also seeds the policies
+SPLITS = ("instruction", "official")
 
 __all__ = ["DatasetConfig", "build", "run", "source_rows"]
 
@@ -44,6 +48,9 @@ class DatasetConfig:
                 "aspect:NAME, longest, model:NAME"})
     weights: str | None = field(default=None, metadata={"help": "aspect weights for ranking, e.g. H=1,V=2,E=1"})
     strict_ratings: bool = field(default=False, metadata={"help": "pair only ratings on the 1-5 scale"})
+    split: str = field(default="instruction", metadata={
+        "help": "instruction (hold out whole instructions, no prompt in both splits) or official (the authors' "
+                "split by pair, train_test_split(test_size=0.005, seed=42) on the full pair list)"})
     judge_noise: float = field(default=0.0, metadata={
         "range": (0, 1), "help": "swap this share of pairs on purpose (how much judge error a recipe tolerates)"})
     max_completions: int = field(default=MAX_COMPLETIONS, metadata={
@@ -59,6 +66,8 @@ class DatasetConfig:
 
         named(f"{where}.pair_policy", parse_policy, self.pair_policy)
         named(f"{where}.weights", parse_weights, self.weights)
+        if self.split not in SPLITS:
+            raise InputError(f"{where}.split: {self.split!r} is not one of {', '.join(SPLITS)}")
 
 
 def run(cfg: DatasetConfig, run_dir: str | Path, out: str | Path | None = None, log=print) -> dict:
@@ -85,27 +94,62 @@ def source_rows(report, run_dir=None, release=None, images=None, max_pixels=None
 @dataclass
 class PairPlan:
     pairs: dict  # row index -> [pairs.Pair]
-    test: set  # row indices held out as the test split
+    test: set  # row indices held out as the test split (split="instruction")
     report: object  # pairs.PairReport
+    test_pairs: set | None = None  # (row, completion, completion) held out, lower index first (split="official")
+
+    def split_of(self, row: int, pair) -> str:
+        if self.test_pairs is None:
+            return "test" if row in self.test else "train"
+        key = (row, min(pair.chosen, pair.rejected), max(pair.chosen, pair.rejected))
+        return "test" if key in self.test_pairs else "train"
+
+
+def official_test_positions(n: int) -> set[int]:
+    """Positions held out by the authors' split of n pairs: `datasets`' `Dataset.train_test_split(test_size=0.005,
+    seed=42)` (vlf-silkie/VLFeedback run_dpo.py @ e6ddec70175d5f78f2644fd77c99343a2ed2dfa6), which takes the
+    first ceil(0.005 n) of `np.random.default_rng(42).permutation(n)` (datasets 2.x to 5.x). With fewer than
+    2 pairs that call fails; we hold out none."""
+    if n < 2:
+        return set()
+    return set(np.random.default_rng(SPLIT_SEED).permutation(n)[:math.ceil(TEST_FRACTION * n)].tolist())
 
 
 def plan(rows: Iterable[dict], policy="silkie", weights=None, strict_ratings=False, judge_noise=0.0,
-         max_completions=MAX_COMPLETIONS) -> PairPlan:
-    """Plan the pairs on ratings alone, consuming `rows` (checked rows) once."""
+         max_completions=MAX_COMPLETIONS, split="instruction") -> PairPlan:
+    """Plan the pairs on ratings alone, consuming `rows` (checked rows) once.
+
+    split="official" numbers the pairs as the authors' script lists them (rows in order, then each row's
+    pairs (i, j), i < j, in order), counting the pairs of rows without a usable image, and holds out the
+    pairs at `official_test_positions`; the image-less pairs are then dropped from both splits."""
     from silkie.pairs import plan_pairs, row_from_completions
 
-    ids = []
+    if split not in SPLITS:
+        raise InputError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    ids, unusable = [], {}  # unusable: row index -> pairs it would give with its image (official split)
 
     def ratings():
         for row in rows:
+            rated = row_from_completions(row["id"], row["completions"], strict_ratings,
+                                         usable=row["image"] is not None)
+            if split == "official" and not rated.usable:
+                unusable[len(ids)] = plan_pairs([dataclasses.replace(rated, usable=True)], policy, weights,
+                                                max_completions=max_completions)[0]
             ids.append(row["id"])
-            yield row_from_completions(row["id"], row["completions"], strict_ratings, usable=row["image"] is not None)
+            yield rated
 
     pairs, report = plan_pairs(ratings(), policy, weights, seed=SPLIT_SEED, judge_noise=judge_noise,
                                max_completions=max_completions)
     by_row: dict[int, list] = {}
     for pair in pairs:
         by_row.setdefault(pair.row, []).append(pair)
+    if split == "official":
+        listed = []  # the full pair list, in the authors' order
+        for index in range(len(ids)):
+            row_pairs = unusable[index] if index in unusable else by_row.get(index, [])
+            listed.extend(sorted((index, min(p.chosen, p.rejected), max(p.chosen, p.rejected)) for p in row_pairs))
+        held = {listed[k] for k in official_test_positions(len(listed))}
+        return PairPlan(by_row, {key[0] for key in held}, report, held)
     # Held out by row, not by pair, so no instruction is in both splits; at least one row.
     ranked = sorted(by_row, key=lambda i: hashlib.sha256(f"{SPLIT_SEED}/{ids[i]}".encode()).hexdigest())
     n_test = max(1, round(TEST_FRACTION * len(ranked))) if len(ranked) > 1 else 0
@@ -179,10 +223,11 @@ def _written_rows(paths: list[Path]) -> Iterator[dict]:
 
 def build(out: str | Path, run_dir=None, release=None, images=None, pair_policy="silkie", weights=None,
           strict_ratings=False, judge_noise=0.0, max_shard_size="500MB", max_pixels=None, writer_batch_size=None,
-          max_completions=MAX_COMPLETIONS, max_image_bytes=MAX_IMAGE_BYTES):
+          max_completions=MAX_COMPLETIONS, max_image_bytes=MAX_IMAGE_BYTES, split="instruction"):
     """Write the dataset repo folder; returns (out, BuildReport, pair report summary).
 
     Shards close once past `max_shard_size`, checked every `writer_batch_size` rows (a row group).
+    `split` picks how pairs are held out: by instruction (default) or the authors' split by pair.
     `max_completions` and `max_image_bytes` bound what one row may cost (see DatasetConfig)."""
     from datasets.utils.py_utils import convert_file_size_to_int
 
@@ -190,6 +235,8 @@ def build(out: str | Path, run_dir=None, release=None, images=None, pair_policy=
     from silkie.hub import write_dataset_card
     from silkie.ratings import RatingSummary, write
 
+    if split not in SPLITS:
+        raise InputError(f"--split: {split!r} is not one of {', '.join(SPLITS)}")
     if (run_dir is None) == (release is None):
         raise InputError("build needs exactly one of --from RUN_DIR or --from-release JSONL")
     for path in (run_dir, release, images):
@@ -204,7 +251,8 @@ def build(out: str | Path, run_dir=None, release=None, images=None, pair_policy=
     counts = {"rows": 0, "sources": Counter()}
     settings = dict(run_dir=run_dir and str(run_dir), release=release and str(release),
                     images=images and str(images), pair_policy=pair_policy, weights=weights,
-                    strict_ratings=strict_ratings, judge_noise=judge_noise, max_pixels=max_pixels)
+                    strict_ratings=strict_ratings, judge_noise=judge_noise, max_pixels=max_pixels,
+                    **({"split": split} if split != "instruction" else {}))
     sizes = {"max_bytes": convert_file_size_to_int(max_shard_size), "batch_size": writer_batch_size}
     with tempfile.TemporaryDirectory(dir=out, prefix=".build-") as scratch:
         default = Shards(Path(scratch) / "default", "train", "default", **sizes)
@@ -218,12 +266,16 @@ def build(out: str | Path, run_dir=None, release=None, images=None, pair_policy=
                     ratings.add(completion.get("model"), completion.get("annotations"))
                 yield row
 
-        pairs = plan(first_pass(), pair_policy, weights, strict_ratings, judge_noise, max_completions)
+        pairs = plan(first_pass(), pair_policy, weights, strict_ratings, judge_noise, max_completions, split)
         written = default.close()
         splits = {split: Shards(Path(scratch) / "pairs", split, "pairs", **sizes) for split in ("train", "test")}
         for index, row in enumerate(_written_rows(written)):
-            for record in pair_records(row, pairs.pairs.get(index, ())):
-                splits["test" if index in pairs.test else "train"].write(record)
+            held: dict[str, list] = {"train": [], "test": []}
+            for pair in pairs.pairs.get(index, ()):
+                held[pairs.split_of(index, pair)].append(pair)
+            for split, chosen in held.items():
+                for record in pair_records(row, chosen):
+                    splits[split].write(record)
         for split in splits.values():
             split.close()
         for config in ("default", "pairs"):

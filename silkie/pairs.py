@@ -1,9 +1,22 @@
 """Preference pairs from rated completions: the policies, and the report of what they produced.
 
-The default policy, `silkie`, is the official rule of the VLFeedback release: every pair of a row's
-completions, ranked by the unweighted mean of the three aspect ratings, ties dropped, and any pair
-involving a non-numeric rating skipped. Ratings are read as the official code read them (whole
-numbers, so an out-of-range "10" still counts); `strict=True` drops those too.
+The default policy, `silkie`, is the official rule of the VLFeedback release, as the authors'
+training script computes it (vlf-silkie/VLFeedback, run_dpo.py, commit e6ddec70175d5f78f2644fd77c99343a2ed2dfa6,
+`make_vlfeedback_paired_dataset`), rewritten here from what it does:
+
+- every unordered pair of a row's completions is considered;
+- a completion's score is `np.mean` of `float(Rating)` over its annotation's aspects (read through
+  `datasets`, so the three aspects of the release's features, in their declared order);
+- a pair where either score raises ValueError in `float` (e.g. "N/A", "4/5", "") is skipped;
+- the higher score is chosen; equal scores are dropped, and so is any comparison involving a NaN
+  mean, since neither `a > b` nor `b > a` holds then.
+
+So "+4", "4.5", "3.0", " 5 " and "10" count; "nan", "inf" and "-inf" parse and compare as Python
+floats do ("inf" beats any finite mean, inf against inf is a tie, "inf" with "-inf" averages to NaN).
+A missing rating (None, or an aspect absent from the annotation) makes the official script fail
+(`float(None)` and `None["Rating"]` raise TypeError, not ValueError); we skip the pair instead, the
+same as a non-numeric rating. `strict=True` reads only whole numbers on the 1-5 scale
+(`schema.rating_value`) and skips every other pair, as this toolkit did before.
 
 Planning works on ratings only, vectorised with numpy, so 80K rows plan in seconds; the texts
 and images are joined in when the pairs are written (silkie/build.py).
@@ -25,10 +38,15 @@ POLICIES = ("silkie", "margin:X", "maxmin", "best-vs-random", "aspect:NAME", "lo
 ASPECT_KEYS = {"H": "Helpfulness", "E": "Ethical Considerations", "V": "Visual Faithfulness"}
 
 
-def official_value(rating) -> float:
-    """A rating as the release's own pairing code used it: any whole number, else NaN."""
-    text = str(rating).strip() if rating is not None else ""
-    return float(int(text)) if text.lstrip("-").isdigit() else float("nan")
+def official_value(rating) -> float | None:
+    """A rating as the official pairing code reads it: `float` of its text (the release stores ratings
+    as strings), or None where that raises ValueError or the rating is missing."""
+    if rating is None:
+        return None
+    try:
+        return float(rating if isinstance(rating, str) else str(rating))
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -36,23 +54,32 @@ class RatedRow:
     """What pairing needs from one `default` row."""
     id: str
     models: list[str]
-    ratings: np.ndarray  # (completions, 3) in ASPECTS order, NaN where not usable
+    ratings: np.ndarray  # (completions, 3) in ASPECTS order, NaN where not usable (or written "nan")
     lengths: list[int]  # response lengths in words
     usable: bool = True  # False when the row cannot feed pairs at all (e.g. its image is missing)
+    parsed: np.ndarray | None = None  # (completions, 3): the rating was read; None means "not NaN"
+
+    def __post_init__(self):
+        if self.parsed is None:
+            self.parsed = ~np.isnan(self.ratings)
 
 
 def row_from_completions(row_id: str, completions: list[dict], strict: bool = False, usable: bool = True) -> RatedRow:
     """completions: [{"annotations": {aspect: {"Rating": ..}}, "model": .., "response": ..}, ...]"""
     values = np.full((len(completions), len(ASPECTS)), np.nan)
+    parsed = np.zeros(values.shape, dtype=bool)
     for i, completion in enumerate(completions):
         for j, aspect in enumerate(ASPECTS):
             raw = raw_rating(completion, aspect)
-            value = official_value(raw)
-            if strict and rating_value(raw) is None:
-                value = np.nan
-            values[i, j] = value
+            if strict:
+                whole = rating_value(raw)
+                value = None if whole is None else float(whole)
+            else:
+                value = official_value(raw)
+            if value is not None:
+                values[i, j], parsed[i, j] = value, True
     return RatedRow(row_id, [str(c.get("model")) for c in completions], values,
-               [len((c.get("response") or "").split()) for c in completions], usable)
+                    [len((c.get("response") or "").split()) for c in completions], usable, parsed)
 
 
 @dataclass
@@ -168,14 +195,21 @@ def _row_pairs(row: RatedRow, name: str, argument: str | None, weight: np.ndarra
         return [], "row unusable (image missing or corrupt)"
     if len(row.models) < 2:
         return [], "fewer than 2 completions"
-    valid = ~np.isnan(row.ratings[:, weight > 0]).any(axis=1)
-    scores = row.ratings @ weight / weight.sum() if valid.any() else np.full(len(row.models), np.nan)
-    scores = np.where(valid, np.nan_to_num(scores), np.nan)
+    used = weight > 0
+    valid = row.parsed[:, used].all(axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):  # "inf" with "-inf" means NaN, as in the official code
+        if used.all() and (weight == weight[0]).all():
+            scores = np.mean(row.ratings, axis=1)  # the official mean, summed in the same order
+        else:
+            scores = row.ratings[:, used] @ weight[used] / weight[used].sum()
+    scores = np.where(valid, scores, np.nan)
     n = len(row.models)
     if name in ("silkie", "margin"):
         threshold = float(argument) if name == "margin" else 0.0
         i, j = np.triu_indices(n, k=1)
-        keep = valid[i] & valid[j] & (np.abs(scores[i] - scores[j]) > 0) & (np.abs(scores[i] - scores[j]) >= threshold)
+        with np.errstate(invalid="ignore"):  # inf - inf: a tie, as in the official comparison
+            keep = valid[i] & valid[j] & ((scores[i] > scores[j]) | (scores[j] > scores[i]))
+            keep &= ~(np.abs(scores[i] - scores[j]) < threshold)
         if not keep.any():
             return [], _why_none(valid, scores)
         out = []
@@ -196,7 +230,8 @@ def _row_pairs(row: RatedRow, name: str, argument: str | None, weight: np.ndarra
         best = row.models.index(argument)
         other = rng.choice([k for k in range(n) if k != best])
         return [(best, other, float(scores[best]), float(scores[other]))], None
-    ranked = [k for k in np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable") if valid[k]]
+    rankable = valid & ~np.isnan(scores)  # a NaN mean ranks against nothing
+    ranked = [k for k in np.argsort(-np.where(rankable, scores, -np.inf), kind="stable") if rankable[k]]
     if len(ranked) < 2 or scores[ranked[0]] == scores[ranked[-1]]:
         return [], _why_none(valid, scores)
     best = ranked[0]
@@ -210,6 +245,7 @@ def _row_pairs(row: RatedRow, name: str, argument: str | None, weight: np.ndarra
 def _why_none(valid: np.ndarray, scores: np.ndarray) -> str:
     if valid.sum() < 2:
         return "non-numeric ratings" if (~valid).any() else "fewer than 2 completions"
-    if len(set(scores[valid].tolist())) == 1:
-        return "all scores tied"
+    comparable = scores[valid & ~np.isnan(scores)]
+    if len(comparable) < 2 or (comparable == comparable[0]).all():
+        return "all scores tied"  # a NaN mean ties with everything
     return "no pair wide enough"

@@ -1,7 +1,10 @@
 """Pair policies on hand-made rows: the official rule exactly, the variants, the baselines, the report."""
 
+import itertools
 import math
+import random
 
+import numpy as np
 import pytest
 
 from silkie import InputError
@@ -41,6 +44,105 @@ def test_non_numeric_rating_skips_every_pair_it_is_in():
     assert triples(pairs) == [(0, 1, 2)]
     pairs, report = plan_pairs([row("b", [["N/A", "5", "5"], ["4/5", "4", "4"]])])
     assert pairs == [] and report.rows_without_pairs == {"non-numeric ratings": 1}
+
+
+def official_pairs(rows, missing_skips=False):
+    """The authors' rule (vlf-silkie/VLFeedback run_dpo.py @ e6ddec7), written again from its description:
+    every pair of completions, the mean of float(Rating) over the annotation's aspects, ValueError skips,
+    ties dropped. `rows` are lists of completions as our rows hold them; `datasets` presents an absent
+    aspect as None, so the annotation is seen with every aspect of the features. Where the authors' code
+    would crash (TypeError on a missing rating), `missing_skips` skips the pair instead, as we do."""
+    found = {}
+    with np.errstate(all="ignore"):  # "1e308" overflows and "inf" with "-inf" is NaN, silently as in numpy's mean
+        _official_pairs(rows, missing_skips, found)
+    return found
+
+
+def _official_pairs(rows, missing_skips, found):
+    for r, completions in enumerate(rows):
+        annotations = [{a: (c["annotations"].get(a)) for a in ASPECTS} for c in completions]
+        for one, two in itertools.combinations(range(len(annotations)), 2):
+            try:
+                means = [np.mean([float(annotations[k][a]["Rating"]) for a in annotations[k]]) for k in (one, two)]
+            except ValueError:
+                continue
+            except TypeError:
+                if missing_skips:
+                    continue
+                raise
+            if means[0] > means[1]:
+                found[(r, one, two)] = (means[0], means[1])
+            elif means[1] > means[0]:
+                found[(r, two, one)] = (means[1], means[0])
+
+
+RATINGS = ["1", "2", "3", "4", "5"] * 6 + ["+4", "4.5", "3.0", " 5 ", "10", "0", "-2", "nan", "NaN", "inf", "-inf",
+                                            "Infinity", "1e308", "0.1", "1_0", "N/A", "", "4/5", "five"]
+
+
+def generated_rows(seed, n=600, missing=False):
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        completions = []
+        for m in range(rng.randint(1, 5)):
+            annotations = {}
+            for aspect in ASPECTS:
+                if missing and rng.random() < 0.05:
+                    continue  # the aspect is absent
+                rating = None if missing and rng.random() < 0.05 else rng.choice(RATINGS)
+                annotations[aspect] = {"Rating": rating, "Rationale": ""}
+            completions.append({"model": f"m{m}", "response": "w", "annotations": annotations})
+        rows.append(completions)
+    return rows
+
+
+def planned(rows, **kwargs):
+    pairs, _ = plan_pairs([row_from_completions(str(i), c, **kwargs) for i, c in enumerate(rows)])
+    return {(p.row, p.chosen, p.rejected): (p.chosen_score, p.rejected_score) for p in pairs}
+
+
+def same_scores(ours, theirs):
+    return all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(ours, theirs))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_silkie_policy_is_exactly_the_official_rule_on_generated_rows(seed):
+    rows = generated_rows(seed)
+    ours, theirs = planned(rows), official_pairs(rows)
+    assert ours.keys() == theirs.keys() and len(theirs) > 500
+    assert all(same_scores(ours[k], theirs[k]) for k in theirs)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_missing_ratings_and_absent_aspects_skip_the_pair(seed):
+    rows = generated_rows(seed, missing=True)
+    with pytest.raises(TypeError):
+        official_pairs(rows)  # the authors' code cannot read a missing rating at all
+    ours, theirs = planned(rows), official_pairs(rows, missing_skips=True)
+    assert ours.keys() == theirs.keys() and len(theirs) > 300
+    assert all(same_scores(ours[k], theirs[k]) for k in theirs)
+
+
+def test_float_forms_nan_and_inf_as_python_floats_compare():
+    assert triples(plan_pairs([row("a", [["+4", "4.5", "3.0"], "333"])])[0]) == [(0, 0, 1)]
+    assert triples(plan_pairs([row("a", [["inf", "1", "1"], "555"])])[0]) == [(0, 0, 1)]
+    assert triples(plan_pairs([row("a", [["-inf", "5", "5"], "111"])])[0]) == [(0, 1, 0)]
+    pairs, report = plan_pairs([row("a", [["nan", "5", "5"], "111"])])  # a NaN mean never wins: a tie
+    assert pairs == [] and report.rows_without_pairs == {"all scores tied": 1}
+    pairs, _ = plan_pairs([row("a", [["inf", "-inf", "5"], ["inf", "5", "5"], "111"])])  # NaN; inf beats 1
+    assert triples(pairs) == [(0, 1, 2)]
+    assert plan_pairs([row("a", [["inf", "5", "5"], ["inf", "1", "1"]])])[0] == []  # inf against inf: a tie
+    assert plan_pairs([row("a", [["nan", "5", "5"], "555", "111"])], "maxmin")[0][0].chosen == 1
+
+
+def test_strict_ratings_keep_the_whole_number_reading():
+    completions = [{"model": f"m{i}", "response": "x", "annotations": {a: {"Rating": r} for a in ASPECTS}}
+                   for i, r in enumerate(["+4", "4.5", "3.0", "inf", "nan", "2"])]
+    assert planned([completions], strict=True) == {}
+    assert planned([completions]).keys() == official_pairs([completions]).keys()
+    assert len(planned([completions])) == 10  # 15 pairs less the 5 the NaN mean is in
+    assert planned([completions + [completions[-1] | {"model": "m6"}]], strict=True) == {}  # 2 vs 2: a tie
 
 
 def test_out_of_range_counts_as_official_code_did_unless_strict():
@@ -111,3 +213,37 @@ def test_rows_over_the_completion_cap_pair_nothing():
     assert triples(pairs) == [(1, 0, 1)] and report.rows_without_pairs == {"more than 16 completions": 1}
     five = [row("five", ["555", "444", "333", "222", "111"])]
     assert plan_pairs(five, max_completions=4)[0] == [] and len(plan_pairs(five, max_completions=5)[0]) == 10
+
+
+def test_official_split_reproduces_the_authors_train_test_split():
+    """split="official": the pairs `datasets`' train_test_split(test_size=0.005, seed=42) holds out of the full
+    official pair list (image-less rows included), then the image-less pairs dropped from both splits."""
+    from datasets import Dataset
+
+    from silkie.build import plan
+
+    completions = generated_rows(7, n=3000)
+    rows = [{"id": f"r{i % 50}", "completions": c, "image": None if i % 17 == 0 else "x.jpg"}
+            for i, c in enumerate(completions)]
+    listed = list(official_pairs(completions))  # in the authors' order: rows, then combinations
+    split = Dataset.from_dict({"key": [list(k) for k in listed]}).train_test_split(test_size=0.005, seed=42)
+    usable = {i for i, r in enumerate(rows) if r["image"] is not None}
+    expected = {name: {tuple(k) for k in split[name]["key"] if k[0] in usable} for name in ("train", "test")}
+
+    planned_split = plan(iter(rows), split="official")
+    got = {"train": set(), "test": set()}
+    for index, row_pairs in planned_split.pairs.items():
+        for p in row_pairs:
+            got[planned_split.split_of(index, p)].add((p.row, p.chosen, p.rejected))
+    assert got == expected and len(expected["test"]) >= 10
+    assert {k[0] for k in split["test"]["key"]} - usable, "the sample should hold out an image-less pair too"
+
+    by_instruction = plan(iter(rows))  # the default: whole instructions held out
+    assert by_instruction.test_pairs is None and by_instruction.split_of(min(by_instruction.test), None) == "test"
+
+
+def test_unknown_split_is_an_input_error():
+    from silkie.build import plan
+
+    with pytest.raises(InputError, match="split"):
+        plan(iter([]), split="random")
