@@ -332,7 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "mme":
             bench.add_argument("--judge-model", default="gpt-4o")
             bench.add_argument("--judge-base-url", help="any OpenAI-compatible server (default: the OpenAI API)")
-            bench.add_argument("--judge-template", metavar="FILE", help="replace our judge wording (same placeholders)")
+            bench.add_argument("--judge-template", metavar="FILE",
+                               help="replace our judge wording: a file with our named placeholders, or (mmhal) "
+                                    "your copy of the official template, as a text file with positional {} "
+                                    "fields or the official evaluation script itself (read, never run)")
             bench.add_argument("--judge-api-key-env", default="OPENAI_API_KEY",
                                help="the variable holding the judge's key ('none' for a server without keys)")
         if name == "mmvet":

@@ -2,6 +2,7 @@
 images): answers from world:mini-base through the pool backend (with and without an adapter),
 judges on a local OpenAI-compatible server, files in `silkie eval compare`'s layout, resumable."""
 
+import hashlib
 import json
 import re
 import shutil
@@ -20,6 +21,9 @@ MODEL = "world:mini-base"
 SECRET = "sk-test-never-on-disk"
 QUIET = {"log": lambda *a: None}
 MMHAL_RECORDS = json.loads((FIXTURES / "mmhal" / "response_template.json").read_text())
+MMHAL_JUDGE = FIXTURES / "mmhal-judge"  # stand-ins of our own wording in the official template's forms
+STAND_IN_REPLIES = {0: "**Rating: 6**", 1: "Rating: 10", 2: "rating:5", 3: "Rating: 2, no, Rating: 4"}
+STAND_IN_SCORES = [6, 1, 0, 0, 4 % 7, 5 % 7, 6 % 7, 7 % 7]  # by the official rule
 RT_MALFORMED = "jailbreak/j1"
 RT_J1 = json.loads((FIXTURES / "rtvlm" / "jailbreak" / "jailbreak.jsonl").read_text().splitlines()[1])
 
@@ -35,6 +39,10 @@ def judge(server, **settings):
 def reply_for(body: dict) -> str:
     """The judge server: one rule per benchmark, told apart by our templates' wording."""
     text = prompt_text(body)
+    if text.startswith("STAND-IN JUDGE"):  # MMHal in the official template's form: replies the official rule reads
+        index = next(i for i, r in enumerate(MMHAL_RECORDS) if f"Asked: {r['question']}\n" in text
+                     and f"Labels: {', '.join(r['image_content'])}\n" in text)
+        return STAND_IN_REPLIES.get(index, f"Nothing invented.\nRating: {index % 7}")
     if "Object labels in the image" in text:  # MMHal: rating by record; record 1 gets two ratings
         index = next(i for i, r in enumerate(MMHAL_RECORDS) if f"Question: {r['question']}\n" in text
                      and ", ".join(r["image_content"]) in text)
@@ -181,9 +189,10 @@ def test_mmhal_judged_with_errors_and_bad_replies_recorded_per_item(judged):
     assert [it["score"] for it in items[2:]] == [i % 7 for i in range(2, 8)]
     assert all(it["judge_model"] == "judge-1" for it in items)
     scores = json.loads((out / "mmhal" / SCORES).read_text())
-    assert scores == mmhal.score(items) and scores["invalid"] == 2
+    assert scores == {**mmhal.score(items), "protocol": mmhal.OURS} and scores["invalid"] == 2
     summary = summaries["mmhal"]
-    assert summary["judge"] == {"model": "judge-1", "prompt": mmhal.JUDGE_PROMPT} and summary["errors"] == 1
+    assert summary["judge"] == {"model": "judge-1", "prompt": mmhal.JUDGE_PROMPT, "protocol": mmhal.OURS}
+    assert summary["errors"] == 1
     released = json.loads((out / "mmhal" / "responses.json").read_text())
     assert [r["question"] for r in released] == [r["question"] for r in MMHAL_RECORDS]
     assert all(r["model_answer"] for r in released) and "image_path" not in released[0]
@@ -279,9 +288,49 @@ def test_cli_judge_template_and_flags(judged, tmp_path):
         assert all(prompt_text(r.json).endswith("CUSTOM") for r in server.requests) and len(server.requests) == 8
         run = json.loads((out / "mmhal" / "run.json").read_text())
         assert re.fullmatch(r"template-[0-9a-f]{12}", run["judge"]["prompt"])
+        assert run["judge"]["protocol"].startswith("custom template (sha256 ")
+        assert "not comparable" in run["judge"]["protocol"]
         template.write_text("{question} {model_answer}")
         assert main(args + ["--judge-template", str(template), "--out", str(tmp_path / "x")]) == 2
     assert (out / "mmhal" / ITEMS).is_file()
+
+
+@pytest.mark.parametrize("template_file", ["positional.txt", "evaluator.py"])
+def test_cli_official_template_forms(judged, tmp_path, template_file, capsys):
+    """The official template's two published forms, in stand-ins of our own wording: a text file with
+    four positional {} and an evaluation script whose module-level `template` is read, never run."""
+    out = tmp_path / "run"
+    (out / "mmhal").mkdir(parents=True)
+    shutil.copy(judged[0] / "mmhal" / "predictions.jsonl", out / "mmhal")  # answers done: no model needed
+    text = (MMHAL_JUDGE / "positional.txt").read_text()
+    answers = {it["id"]: it["response"] for it in load(judged[0], "mmhal")}
+    with OpenAIServer(responder=reply_for) as server:
+        args = ["eval", "mmhal", "--model", MODEL, "--data", str(FIXTURES / "mmhal"), "--out", str(out),
+                "--max-new-tokens", "96", "--judge-model", "judge-1", "--judge-base-url", server.url,
+                "--judge-api-key-env", "none"]
+        assert main(args + ["--judge-template", str(MMHAL_JUDGE / template_file)]) == 0
+        sent = sorted(prompt_text(r.json) for r in server.requests)
+        assert sent == sorted(text.format(", ".join(r["image_content"]), r["question"], r["gt_answer"], answers[str(i)])
+                              for i, r in enumerate(MMHAL_RECORDS))  # filled in order, {{N}} kept literal
+        assert all(r.json["temperature"] == 0 and len(r.json["messages"]) == 1 for r in server.requests)
+        items = load(out, "mmhal")
+        assert [it["score"] for it in items] == STAND_IN_SCORES
+        assert [it["valid"] for it in items] == [True, True, False, False, True, True, True, True]
+        assert [it["type"] for it in items] == list(mmhal.TYPES)
+        scores = json.loads((out / "mmhal" / SCORES).read_text())
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        label = (f"official template (sha256 {digest}) — its text differs from the one published at "
+                 "llava-rlhf/LLaVA-RLHF@830a083, judge judge-1")
+        assert scores["protocol"] == label and scores["score"] == pytest.approx(sum(STAND_IN_SCORES) / 8, abs=1e-4)
+        assert json.loads((out / "mmhal" / "run.json").read_text())["judge"]["protocol"] == label
+        # the wrong number of placeholders: refused before any request, naming the file
+        capsys.readouterr()
+        before = len(server.requests)
+        bad = MMHAL_JUDGE / "three_fields.txt"
+        assert main(args + ["--judge-template", str(bad), "--out", str(tmp_path / "x")]) == 2
+        assert len(server.requests) == before and not (tmp_path / "x" / "mmhal" / SCORES).exists()
+        error = capsys.readouterr().err
+        assert str(bad) in error and "expected 4 positional {} placeholders" in error and "found 3" in error
 
 
 # -- readers and pure parts ------------------------------------------------------------------------

@@ -93,19 +93,49 @@ def test_mme_reads_the_release_layout(tmp_path):
 
 # -- MMHal-Bench ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("reply, expected", [
-    ("The answer invents a dog.\n**Rating: 4**", (4, True)),
-    ("rating: 2", (2, True)),
-    ("RATING:6", (6, True)),
-    ("Rating: 3 ... so, again, Rating: 3", (3, True)),  # one distinct rating, as the official script reads it
-    ("Rating: 2 or maybe Rating: 5", (0, False)),
-    ("No score given.", (0, False)),
-    ("Rating: 7", (0, False)),  # out of range: unreadable, scored 0 and counted invalid
-    ("Rating: 10", (0, False)),
-    ("", (0, False)),
-])
-def test_mmhal_parse(reply, expected):
-    assert mmhal.parse(reply) == expected
+def official_rule(reply: str) -> int:
+    """The official script's rule, restated for the test: "rating: s" for s in 0..6 in the lower-cased
+    reply, exactly one distinct s or 0."""
+    found = {s for s in range(7) if f"rating: {s}" in reply.lower()}
+    return found.pop() if len(found) == 1 else 0
+
+
+# (reply, score by the official rule, valid: exactly one rating found)
+MMHAL_REPLIES = [
+    ("The answer invents a dog.\n**Rating: 4**", 4, True),   # markdown around it
+    ("rating: 2", 2, True),
+    ("RATING: 6", 6, True),                                   # any case
+    ("RaTiNg: 5, very informative", 5, True),
+    ("RATING:6", 0, False),                                   # no space after the colon
+    ("rating:5", 0, False),
+    ("Rating:  5", 0, False),                                 # two spaces
+    ("Rating:\t5", 0, False),                                # a tab
+    ("Rating : 5", 0, False),                                 # a space before the colon
+    ("Rating: 10", 1, True),                                  # holds "rating: 1"
+    ("rating: 60", 6, True),                                  # holds "rating: 6"
+    ("Rating: 7", 0, False),                                  # out of range: nothing found
+    ("Rating: 3 ... so, again, Rating: 3", 3, True),          # one distinct rating
+    ("Rating: 2 or maybe Rating: 5", 0, False),               # two ratings
+    ("Rating: 1\nRating: 10", 1, True),                       # both read as 1
+    ("Rating: 10, not Rating: 0", 0, False),                  # 1 and 0
+    ("- **Rating**: 4", 0, False),                            # markdown between word and colon
+    ("**Rating:** 4", 0, False),                              # markdown between colon and digit
+    ("Overall rating: 3/6", 3, True),                         # any text around it
+    ("My rating: 4.5", 4, True),
+    ("Rating: -2", 0, False),
+    ("Rating: N", 0, False),
+    ("No score given.", 0, False),
+    ("", 0, False),
+    ("Rating: 6\n(The scale: Rating: 0 means ...)", 0, False),  # a quoted scale counts too
+    ("ratings: 4", 0, False),                                 # "ratings:" is not "rating:"
+    ("Final Rating: 3\n", 3, True),
+]
+
+
+@pytest.mark.parametrize("reply, score, valid", MMHAL_REPLIES)
+def test_mmhal_parse_is_the_official_rule(reply, score, valid):
+    assert official_rule(reply) == score
+    assert mmhal.parse(reply) == (score, valid)
 
 
 def test_mmhal_prompt_fills_every_placeholder_literally():
@@ -113,17 +143,61 @@ def test_mmhal_prompt_fills_every_placeholder_literally():
               "gt_answer": "A red frisbee.", "model_answer": "A ball {not json}."}
     text = mmhal.prompt(record)
     assert "Dog, Frisbee" in text and "A red frisbee." in text and "A ball {not json}." in text
-    assert not any(p in text for p in mmhal.PLACEHOLDERS)
+    assert not any(p in text for p in mmhal.PLACEHOLDERS.named)
     custom = 'Return {"rating": n}. Labels={image_content} Q={question} R={gt_answer} A={model_answer}'
     assert mmhal.prompt(record, custom).startswith('Return {"rating": n}. Labels=Dog, Frisbee Q=What')
-    runner.check_template(mmhal.TEMPLATE, mmhal.PLACEHOLDERS)
+    assert runner.check_template(mmhal.TEMPLATE, mmhal.PLACEHOLDERS) == "named"
+    assert runner.check_template(custom, mmhal.PLACEHOLDERS) == "named"
     with pytest.raises(InputError, match="model_answer"):
         runner.check_template("{image_content} {question} {gt_answer}", mmhal.PLACEHOLDERS)
 
 
+def test_mmhal_positional_template_is_filled_as_the_official_script_does():
+    record = {"image_content": ["Dog", "Frisbee"], "question": "What {is} it?", "gt_answer": "A frisbee.",
+              "model_answer": "A ball {not json}."}
+    template = "{{keep}} L={}\nQ={}\nR={}\nA={}\n"
+    assert runner.check_template(template, mmhal.PLACEHOLDERS) == "positional"
+    text = mmhal.prompt(record, template, "positional")
+    assert text == "{keep} L=Dog, Frisbee\nQ=What {is} it?\nR=A frisbee.\nA=A ball {not json}.\n"
+    assert text == template.format(", ".join(record["image_content"]), record["question"], record["gt_answer"],
+                                   record["model_answer"])
+
+
+@pytest.mark.parametrize("template, found", [
+    ("{} {} {}", "found 3 {} placeholders"),
+    ("{} {} {} {} {}", "found 5 {} placeholders"),
+    ("no fields at all", "found 0 {} placeholders"),
+    ("{0} {1} {2} {3}", "fields other than bare {}"),
+    ("{} {} {} {:>5}", "fields other than bare {}"),
+    ("{} {} {} {} {", "unbalanced braces"),
+    ("{} {question} {gt_answer} {model_answer}", "fields other than bare {}"),
+])
+def test_mmhal_positional_template_with_the_wrong_fields_is_refused_naming_the_file(template, found):
+    with pytest.raises(InputError, match=r"^--judge-template t\.txt: expected 4 positional") as error:
+        runner.check_template(template, mmhal.PLACEHOLDERS, "--judge-template t.txt")
+    assert found in str(error.value)
+
+
+def test_official_script_template_is_read_without_running_it(tmp_path):
+    script = tmp_path / "eval_script.py"
+    script.write_text("import sys\ntemplate = 'old {}'\ntemplate: str = 'A {} B {} C {} D {}'\nsys.exit('ran')\n")
+    assert runner.script_string(script, "template") == "A {} B {} C {} D {}"  # the last assignment, as run
+    judge = runner.Grader.from_file(script, mmhal.PLACEHOLDERS, model="m")
+    assert judge.template == "A {} B {} C {} D {}" and judge.form == "positional"
+    assert mmhal.protocol(judge).startswith("official template (sha256 ") and "differs" in mmhal.protocol(judge)
+    for text, message in [("template = make()\n", "no module-level string literal"), ("x = 1\n", "`template"),
+                          ("def f(:\n", "not a Python script"), ("template = 'A {} B {}'\n", "found 2")]:
+        script.write_text(text)
+        with pytest.raises(InputError, match=message) as error:
+            runner.Grader.from_file(script, mmhal.PLACEHOLDERS)
+        assert str(script) in str(error.value)
+    assert mmhal.protocol(runner.Grader()) == mmhal.OURS
+
+
 def test_mmhal_aggregation_by_type_and_hallucination_rate():
     ratings = [6, 5, 4, 3, 2, 1, 0, "x"] * 2  # 16 records cycling the 8 types twice
-    items = [mmhal.item(i, {"question": "q"}, f"Rating: {r}") for i, r in enumerate(ratings)]
+    # the type is the index % 8 in file order, as the official script has it, whatever the record says
+    items = [mmhal.item(i, {"question": "q", "question_type": "other"}, f"Rating: {r}") for i, r in enumerate(ratings)]
     scores = mmhal.score(items)
     assert scores["n"] == 16 and scores["invalid"] == 2
     assert scores["score"] == pytest.approx(21 / 8, abs=1e-4)

@@ -2,23 +2,40 @@
 text-only judge that sees the image's object labels, the question, a reference answer and the
 model's answer, and gives 0-6 (3-6: no hallucination, 0-2: hallucination).
 
-Records carry question_type, question_topic, image_id, image_content (labels), question, gt_answer
-and model_answer; the 8 question types cycle in file order. The judge prompt below is our own
-wording with the official structure; `--judge-template FILE` replaces it (same placeholders).
+The official protocol is LLaVA-RLHF's `Eval/eval_gpt_mmhal.py` (github.com/llava-rlhf/LLaVA-RLHF,
+commit 830a083fd83e607da3c35f2e6aef833523c1e722, the last one touching that file), read for this module:
+- prompt: its module-level `template` string with four positional `{}` fields, filled by `str.format`
+  in order with the image labels joined by ", ", the question, `gt_answer` and `model_answer`; sent
+  as one user message at temperature 0 (the script's default judge is gpt-4-0314, a snapshot no
+  longer served, so published numbers cannot be re-judged by the same model);
+- parsing (`parse`): for each s in 0..6 the reply holds rating s when "rating: s" occurs in the
+  lower-cased reply (a plain substring test); exactly one such s is the score, none or several
+  score 0. So "Rating: 10" is 1, "rating: 60" is 6, "rating:5" and "Rating:  5" are 0, "Rating: 7" is 0;
+- aggregation (`score`): the mean score, the hallucination rate (share with score < 3), and the mean
+  per question type, the type being the record's index % 8 in file order (the script assumes the
+  96 records in the release's order, which `read` keeps); it prints these to 2 decimals.
+We implement that rule in our own code; the script's text is not shipped. `--judge-template` takes
+the user's copy of the official template: a text file with the four `{}` (positional form), or
+the official script itself, whose `template` string is read with `ast`, never run. Without one the
+judge gets our own wording (below, named placeholders), labelled as not comparable with published
+numbers; a template file in that named form is accepted as well. Every scores.json and run.json
+names the protocol (`protocol`).
 
-`run` reads the release's `response_template.json` (the file, or a folder holding it) and finds each
-record's image under that folder by an `image` path, else by the file name in `image_src` (the
-release's source URL), else by `image_id` with any image extension; a missing image fails only its
-record. It writes DIR/mmhal/responses.json (the template with model_answer filled in, what the
-official scoring script reads) and the judged items.
+Records carry question_type, question_topic, image_id, image_content (labels), question, gt_answer
+and model_answer. `run` reads the release's `response_template.json` (the file, or a folder holding
+it) and finds each record's image under that folder by an `image` path, else by the file name in
+`image_src` (the release's source URL), else by `image_id` with any image extension; a missing image
+fails only its record. It writes DIR/mmhal/responses.json (the template with model_answer filled in,
+what the official scoring script reads) and the judged items.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
 from urllib.parse import urlparse
 
 from silkie import InputError
@@ -32,7 +49,15 @@ DIGITS = 4
 MAX_NEW_TOKENS = 512
 FILE = "response_template.json"
 JUDGE_PROMPT = "silkie-mmhal-v1"  # names our wording in reports; a --judge-template is named by its hash
-PLACEHOLDERS = ("{image_content}", "{question}", "{gt_answer}", "{model_answer}")
+# our wording's placeholders; the official template's form: 4 positional {}, the script's `template`
+PLACEHOLDERS = SimpleNamespace(named=("{image_content}", "{question}", "{gt_answer}", "{model_answer}"),
+                               positional=4, variable="template")
+# sha256 of the official `template` string at the commit above (a fingerprint only: the text is not here)
+OFFICIAL_SHA256 = "2c73d8c50f1740d000fae62cfeed103c2f7a5bcfa904b27e6e09900e7ce600cc"
+OURS = "our template — not comparable with published numbers"
+NOTE = ("MMHal-Bench: see each run's scores.json `protocol`. Only scores judged with the same template "
+        "and judge model compare; our own template's are not comparable with published numbers, and "
+        "those came from a GPT-4 snapshot (gpt-4-0314) that is no longer served.")
 
 TEMPLATE = """You are checking an AI assistant's answer about an image for hallucination: claims about \
 the image that are not true of it. You cannot see the image. Instead you get the labels of the \
@@ -60,36 +85,49 @@ Reference answer: {gt_answer}
 Assistant's answer: {model_answer}
 """
 
-_RATING = re.compile(r"rating:\s*(\d+)", re.IGNORECASE)
-
-
-def prompt(record: dict, template: str = TEMPLATE) -> str:
-    """The judge prompt for one record. Placeholders are replaced literally, so a template may hold
-    other braces (JSON examples) freely. image_content may be a list of labels or a string."""
+def prompt(record: dict, template: str = TEMPLATE, form: str = "named") -> str:
+    """The judge prompt for one record. "positional" (the official form): `template.format(labels,
+    question, gt_answer, model_answer)`, as the official script fills it. "named" (ours): the named
+    placeholders are replaced literally, so such a template may hold other braces freely.
+    image_content may be a list of labels or a string."""
     labels = record.get("image_content") or []
     labels = ", ".join(labels) if isinstance(labels, (list, tuple)) else str(labels)
     values = {"{image_content}": labels, "{question}": record["question"],
               "{gt_answer}": record.get("gt_answer") or "", "{model_answer}": record.get("model_answer") or ""}
+    if form == "positional":
+        return template.format(*values.values())
     for key, value in values.items():
         template = template.replace(key, value)
     return template
 
 
 def parse(reply: str) -> tuple[int, bool]:
-    """(rating, valid). Valid when the reply holds `rating: N` (any case, any spacing after the colon,
-    markdown around it is fine) with one distinct N, and N is 0-6. Otherwise (0, False): no rating,
-    two different ratings, or one out of range ("Rating: 7") all score 0, as the official script
-    scores a reply it cannot read. Repeating the same rating is one rating, as there."""
-    found = {int(n) for n in _RATING.findall(reply or "")}
-    if len(found) == 1 and (value := found.pop()) in SCALE:
-        return value, True
-    return 0, False
+    """(score, valid) by the official rule: s in 0..6 is found when "rating: s" is a substring of the
+    lower-cased reply; exactly one s found is the score (valid), none or several give (0, False). A
+    plain substring test, so "Rating: 10" reads as 1, "rating: 60" as 6, and "rating:5", "Rating:  5"
+    or "Rating: 7" as nothing."""
+    text = (reply or "").lower()
+    found = [s for s in SCALE if f"rating: {s}" in text]
+    return (found[0], True) if len(found) == 1 else (0, False)
+
+
+def protocol(judge) -> str:
+    """What scores were judged with: the official template (by the sha256 of its text), or ours."""
+    if judge.template is None:
+        return OURS
+    digest = hashlib.sha256(judge.template.encode()).hexdigest()
+    if judge.form != "positional":
+        return f"custom template (sha256 {digest}) in our named form — not comparable with published numbers"
+    known = "" if digest == OFFICIAL_SHA256 else \
+        " — its text differs from the one published at llava-rlhf/LLaVA-RLHF@830a083"
+    return f"official template (sha256 {digest}){known}, judge {judge.model}"
 
 
 def item(index: int, record: dict, reply: str) -> dict:
-    """One scored item for items.jsonl."""
+    """One scored item for items.jsonl; its type is TYPES[index % 8], `index` being the record's place
+    in the release file (the official rule), whatever its question_type says."""
     rating, valid = parse(reply)
-    return {"id": str(record.get("id", index)), "type": record.get("question_type") or TYPES[index % len(TYPES)],
+    return {"id": str(record.get("id", index)), "type": TYPES[index % len(TYPES)],
             "score": rating, "valid": valid, "hallucination": rating < HALLUCINATION_BELOW, "reply": reply}
 
 
@@ -155,7 +193,8 @@ def run(spec, data, out, judge, log=print) -> dict:
                              spec.generation, log=log)
     filled = [{**r, "model_answer": answers[r["id"]]["response"] or ""} for r in records]
     answered = [r for r in filled if not answers[r["id"]].get("error")]
-    replies = judge.ask({r["id"]: prompt(r, judge.template or TEMPLATE) for r in answered}, out, log=log)
+    template, form = (judge.template, judge.form) if judge.template is not None else (TEMPLATE, "named")
+    replies = judge.ask({r["id"]: prompt(r, template, form) for r in answered}, out, log=log)
     items = []
     for index, record in enumerate(filled):
         reply, error = replies.get(record["id"], (None, None))
@@ -168,7 +207,9 @@ def run(spec, data, out, judge, log=print) -> dict:
         items.append({**it, "error": error} if error else it)
     released = [{k: v for k, v in r.items() if k not in ("id", "prompt", "image_path")} for r in filled]
     (out / NAME / "responses.json").write_text(json.dumps(released, indent=2, ensure_ascii=False) + "\n")
-    scores = write_scored(out, NAME, items, score)
-    return finish(out, NAME, spec, data, added, judge=judge.info(JUDGE_PROMPT), questions=len(items),
+    label = protocol(judge)
+    scores = write_scored(out, NAME, items, lambda its: {**score(its), "protocol": label})
+    return finish(out, NAME, spec, data, added, judge={**judge.info(JUDGE_PROMPT), "protocol": label},
+                  questions=len(items),
                   errors=sum("error" in it for it in items), invalid=scores["invalid"], score=scores["score"],
                   hallucination_rate=scores["hallucination_rate"])

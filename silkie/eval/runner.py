@@ -128,10 +128,60 @@ def predict(path: Path, records: list[dict], model: str, adapter: str | None, ba
     return answers, added
 
 
-def check_template(template: str, placeholders) -> None:
-    missing = [p for p in placeholders if p not in template]
+def positional_fields(template: str) -> int | None:
+    """How many fields `template` has for `str.format` when every one is a bare `{}`; None when it has
+    any other field (named, numbered, with a conversion or spec) or unbalanced braces."""
+    import string
+
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError:
+        return None
+    return len(fields) if all(f == ("", "", None) for f in fields) else None
+
+
+def official(placeholders) -> bool:
+    """Whether a benchmark's PLACEHOLDERS describe an official positional template (see check_template)."""
+    return hasattr(placeholders, "positional") and hasattr(placeholders, "variable")
+
+
+def check_template(template: str, placeholders, source: str = "judge template") -> str:
+    """The form of a judge template, "named" or "positional", or InputError naming `source`.
+    `placeholders` is a benchmark's PLACEHOLDERS: a tuple of our wording's named placeholders (replaced
+    literally), or, for a benchmark with an official template, an object with `named` (that tuple),
+    `positional` (how many bare `{}` the official template fills in order, by str.format's rules, so
+    `{{`/`}}` are literal braces) and `variable` (the official script's module-level name for it)."""
+    named = tuple(getattr(placeholders, "named", placeholders))
+    if official(placeholders) and (all(p not in template for p in named) or "{}" in template):
+        count = positional_fields(template)
+        if count != placeholders.positional:
+            found = "fields other than bare {}, or unbalanced braces" if count is None else f"{count} {{}} placeholders"
+            raise InputError(f"{source}: expected {placeholders.positional} positional {{}} placeholders (the "
+                             f"official template's form), found {found}")
+        return "positional"
+    missing = [p for p in named if p not in template]
     if missing:
-        raise InputError(f"judge template lacks {', '.join(missing)}")
+        raise InputError(f"{source} lacks {', '.join(missing)}")
+    return "named"
+
+
+def script_string(path: Path, variable: str) -> str:
+    """The module-level string `variable` of a Python script, read with `ast` (the script is not run)."""
+    import ast
+
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except SyntaxError as error:
+        raise InputError(f"--judge-template {path}: not a Python script (line {error.lineno}: {error.msg})") from None
+    value = None
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id == variable for t in targets):
+            value = node.value  # the last assignment wins, as running the module would leave it
+    if not (isinstance(value, ast.Constant) and isinstance(value.value, str)):
+        raise InputError(f"--judge-template {path}: no module-level string literal `{variable} = ...` in the script")
+    return value.value
 
 
 @dataclass
@@ -144,17 +194,27 @@ class Grader:
     template: str | None = None
     max_tokens: int = 1024
     concurrency: int = 8
+    form: str = "named"  # the template's placeholders: "named" (ours) or "positional" (the official form)
 
     @classmethod
     def from_file(cls, template_file: str | Path | None, placeholders, **settings) -> Grader:
-        template = None
+        """The judge with the text of `template_file`: a text file, or (where the benchmark has an official
+        template) the official evaluation script, whose module-level template string is read without
+        running it. A template with the wrong placeholders is refused here, before any request."""
+        template, form = None, "named"
         if template_file:
+            path = Path(template_file)
             try:
-                template = Path(template_file).read_text(encoding="utf-8")
+                if path.suffix == ".py" and official(placeholders):
+                    template = script_string(path, placeholders.variable)
+                else:
+                    template = path.read_text(encoding="utf-8")
             except OSError as error:
                 raise InputError(f"--judge-template {template_file}: {error.strerror}") from None
-            check_template(template, placeholders)
-        return cls(template=template, **settings)
+            except UnicodeDecodeError:
+                raise InputError(f"--judge-template {template_file}: not UTF-8 text") from None
+            form = check_template(template, placeholders, f"--judge-template {template_file}")
+        return cls(template=template, form=form, **settings)
 
     def info(self, own: str) -> dict:
         """What a report records about the judge; `own` names the benchmark's own wording."""
