@@ -32,21 +32,10 @@ import numpy as np
 
 from silkie import InputError
 from silkie.dataset import MAX_COMPLETIONS
-from silkie.schema import ASPECTS, rating_value, raw_rating
+from silkie.schema import ASPECTS, official_value, rating_value, raw_rating
 
 POLICIES = ("silkie", "margin:X", "maxmin", "best-vs-random", "aspect:NAME", "longest", "model:NAME")
 ASPECT_KEYS = {"H": "Helpfulness", "E": "Ethical Considerations", "V": "Visual Faithfulness"}
-
-
-def official_value(rating) -> float | None:
-    """A rating as the official pairing code reads it: `float` of its text (the release stores ratings
-    as strings), or None where that raises ValueError or the rating is missing."""
-    if rating is None:
-        return None
-    try:
-        return float(rating if isinstance(rating, str) else str(rating))
-    except ValueError:
-        return None
 
 
 @dataclass

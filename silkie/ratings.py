@@ -9,6 +9,10 @@ so they cannot disagree about what a rating is. The one rule, per response and a
   rating is null or blank. A built `default` config stores an absent rating as "", so the same
   ratings count the same before and after a build;
 - *invalid*: something was written that is not a whole number from 1 to 5 ("4/5", "N/A", "10", "0").
+  Those of them that are numbers to Python's `float` ("4.5", "+4", "3.0", "10", "nan") are still read
+  by the `silkie` pair rule, as by the authors' code; `in_pairs` counts them, so the card, `stats`
+  and the judge report all call a float-form rating the same thing: invalid as a rating, counted in
+  pairs.
 
 Missing and invalid ratings are counted apart and never as ratings: shares and means are over valid
 ratings only. A model's `overall` is the mean, over its responses valid on every aspect, of their
@@ -22,9 +26,9 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-from silkie.schema import ASPECTS, RATING_SCALE, rating_value
+from silkie.schema import ASPECTS, RATING_SCALE, official_value, rating_value
 
-MISSING, INVALID = "missing", "invalid"
+MISSING, INVALID, IN_PAIRS = "missing", "invalid", "in_pairs"
 SCALE = tuple(str(v) for v in RATING_SCALE)
 
 
@@ -42,7 +46,7 @@ def _tally(counter: Counter) -> dict:
     return {"counts": {str(v): counter[v] for v in RATING_SCALE},
             "shares": {str(v): round(counter[v] / rated, 4) if rated else 0.0 for v in RATING_SCALE},
             "mean": round(sum(v * counter[v] for v in RATING_SCALE) / rated, 3) if rated else None,
-            "rated": rated, MISSING: counter[MISSING], INVALID: counter[INVALID]}
+            "rated": rated, MISSING: counter[MISSING], INVALID: counter[INVALID], IN_PAIRS: counter[IN_PAIRS]}
 
 
 class RatingSummary:
@@ -61,8 +65,11 @@ class RatingSummary:
         values = []
         for aspect in ASPECTS:
             entry = (annotations or {}).get(aspect)
-            kind = classify(entry.get("Rating") if isinstance(entry, dict) else None)
+            raw = entry.get("Rating") if isinstance(entry, dict) else None
+            kind = classify(raw)
             per_aspect[aspect][kind] += 1
+            if kind == INVALID and official_value(raw) is not None:
+                per_aspect[aspect][IN_PAIRS] += 1  # invalid as a rating, yet a number the pair rule reads
             values.append(kind)
         total = self.overall.setdefault(model, [0.0, 0])
         if all(isinstance(v, int) for v in values):

@@ -44,6 +44,18 @@ def check_text_size(value: Any, where: str, limit: int | None = None) -> None:
                           "(SILKIE_MAX_TEXT_CHARS)")
 
 
+def official_value(rating) -> float | None:
+    """A rating as the authors' pairing code reads it (vlf-silkie/VLFeedback run_dpo.py): `float` of its
+    text (the release stores ratings as strings), or None where that raises ValueError or the rating is
+    missing. So "+4", "4.5", "10" and "nan" are numbers here, though not ratings on the 1-5 scale."""
+    if rating is None:
+        return None
+    try:
+        return float(rating if isinstance(rating, str) else str(rating))
+    except ValueError:
+        return None
+
+
 def rating_value(rating: str | None) -> int | None:
     """The integer a rating string means, or None when it is not a whole number on the 1-5 scale.
 

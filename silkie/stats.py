@@ -381,7 +381,8 @@ def markdown(result: dict, figures: str = ".", level: int = 1) -> str:
              f"{result['rows']} instructions, {result['responses']} responses from {len(result['models'])} models"
              + (f"; sources: {sources}" if sources else "") + ".", "", f"{h2} Ratings per aspect", "",
              "Share of each rating among rated responses. *missing*: no rating (unrated or skipped); "
-             "*invalid*: written but not a whole number from 1 to 5. Neither counts as a rating.", ""]
+             "*invalid*: written but not a whole number from 1 to 5. Neither counts as a rating; an invalid "
+             "one that is still a number (\"4.5\", \"10\") is read by the pair rule (`in_pairs` in ratings.json).", ""]
     lines.append(_table(["aspect", *RATINGS, "mean", "rated", "missing", "invalid"], [
         [aspect, *(f"{100 * a['shares'][k]:.1f}%" for k in RATINGS), a["mean"], a["rated"], a["missing"], a["invalid"]]
         for aspect, a in result["aspects"].items()]))

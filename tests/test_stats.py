@@ -195,3 +195,15 @@ def test_card_stats_and_judge_report_count_ratings_alike(tmp_path):
     assert result["models"]["m2"]["Helpfulness"] == 2.0 and result["models"]["m2"]["overall"] is None  # none whole
     assert result["models"]["m1"]["overall"] == 4.5
     assert "| m2 | 2 | 2.00 | 3.00 | 3.00 |" in judge_md and "| m2 | 2.0 | 3.0 | 3.0 |" in card
+
+
+def test_a_float_form_rating_is_invalid_as_a_rating_and_counted_in_pairs():
+    """One name everywhere for "4.5": not a 1-5 rating (invalid), yet a number the pair rule reads."""
+    from silkie.ratings import summarize
+
+    ratings = ["4.5", "+4", "10", "nan", "N/A", "4/5", "", None, "4", " 5 "]
+    cells = [{aspect: {"Rating": r, "Rationale": "."} for aspect in ASPECTS} for r in ratings]
+    summary = summarize(("m", c) for c in cells)
+    helpful = summary["aspects"]["Helpfulness"]
+    assert (helpful["rated"], helpful["missing"], helpful["invalid"], helpful["in_pairs"]) == (2, 2, 6, 4)
+    assert summary["models"]["m"]["aspects"]["Visual Faithfulness"]["in_pairs"] == 4

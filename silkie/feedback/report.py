@@ -114,7 +114,8 @@ def sections(report: dict) -> dict[str, str]:
         + [f"  - {reason}: {n}" for reason, n in list(parsing["error_reasons"].items())[:8]])}
     flagged = report["flagged_rationales"]
     lines = ["A rating is invalid when something is written that is not a whole number from 1 to 5 (kept as "
-             "written, never coerced); missing when nothing is. A rationale is flagged when it names another "
+             "written, never coerced; one that is still a number, such as 4.5 or 10, is read by the pair rule: "
+             "`in_pairs` in judge_report.json); missing when nothing is. A rationale is flagged when it names another "
              "score or only finds fault with a high rating (or only praises a low one): a heuristic, for review.", "",
              "| aspect | invalid | flagged rationales |", "|---|---|---|"]
     for a in ASPECTS:
