@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from silkie import InputError, one_line
+from silkie.layout import RunLayout
 
 __all__ = ["RUN", "WORLD_BASE", "SETTINGS_FILE", "ENVIRONMENT", "COUNTS", "Settings", "settings",
            "read_settings_file", "run_folder", "on_hub", "reachable", "is_adapter", "base_of", "world_name", "shown"]
@@ -33,8 +34,8 @@ HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 class Settings:
     """What the Space serves: each a local path or a Hub id; None serves nothing and the page says so."""
     base: str | None = None  # None: the adapter's base, else world:mini-base
-    adapter: str | None = f"{RUN}/train/adapter"  # a LoRA adapter, or a merged Silkie model
-    dataset: str | None = f"{RUN}/vlfeedback"
+    adapter: str | None = str(RunLayout(RUN).adapter)  # a LoRA adapter, or a merged Silkie model
+    dataset: str | None = str(RunLayout(RUN).dataset)
     run: str | None = None  # the run folder whose scenes the scene judge knows; None: the adapter's run
     timeout: float = 60.0  # seconds one answer may take, and the longest wait for the model
     # The OpenAI-compatible judge is paid per call, so calls are counted: one visitor may make this
@@ -64,7 +65,8 @@ def settings(run=None, base=None, adapter=None, dataset=None, file=None) -> Sett
         if name in os.environ:
             chosen[key] = _count(name, os.environ[name]) if key in COUNTS else os.environ[name]
     if run is not None:
-        chosen.update(adapter=str(Path(run) / "train" / "adapter"), dataset=str(Path(run) / "vlfeedback"), run=str(run))
+        layout = RunLayout(run)
+        chosen.update(adapter=str(layout.adapter), dataset=str(layout.dataset), run=str(run))
     for key, value in (("base", base), ("adapter", adapter), ("dataset", dataset)):
         if value is not None:
             chosen[key] = value
