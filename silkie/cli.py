@@ -25,9 +25,9 @@ def run_pipeline(args: argparse.Namespace) -> None:
     if comparison.is_file():  # the headline: base -> Silkie on each benchmark
         import json
 
-        from silkie.eval.compare import headline
+        from silkie.eval.compare import summary_lines
 
-        lines = headline(json.loads(comparison.read_text()))
+        lines = summary_lines(json.loads(comparison.read_text()))
         print("\n".join(["Silkie vs its base:", *(f"  {line}" for line in lines)]))
     if report.is_file():
         print(f"report: {report}")

@@ -12,8 +12,8 @@ whose inputs changed stops the run with a message naming the stage and what chan
 
 The run folder's layout (every path, per round) is `silkie.layout.RunLayout`'s.
 
-Only the standard library and PyYAML are imported at module level: a finished run is checked
-without loading torch or any model.
+Torch, transformers and the models are imported inside the stages, so a finished run is checked
+without them (the stage configs' modules, and `datasets` through the schema, are imported here).
 """
 
 from __future__ import annotations

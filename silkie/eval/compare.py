@@ -104,10 +104,13 @@ def compare_benchmark(name: str, base: list[dict], trained: list[dict], resample
     return result
 
 
+def _number(x: float) -> str:
+    """A metric as the tables and the headline show it."""
+    return f"{x:.{DIGITS}g}" if abs(x) < 1 else f"{x:.2f}"
+
+
 def markdown(comparison: dict, level: float = LEVEL) -> str:
     """One table per benchmark: metric, base, trained, delta, CI; McNemar's line under it."""
-    def num(x):
-        return f"{x:.{DIGITS}g}" if abs(x) < 1 else f"{x:.2f}"
     parts = []
     for name, result in comparison.items():
         note = getattr(BENCHMARKS.get(name), "NOTE", None)  # e.g. red-teaming's: the rubric is ours
@@ -117,7 +120,7 @@ def markdown(comparison: dict, level: float = LEVEL) -> str:
                 f"| metric | base | trained | delta | {round(100 * level)}% CI (paired bootstrap) |",
                 "|---|---:|---:|---:|---|"]
         for metric, m in result["metrics"].items():
-            rows.append(f"| {metric} | {num(m['base'])} | {num(m['trained'])} | {m['delta']:+.4g} | "
+            rows.append(f"| {metric} | {_number(m['base'])} | {_number(m['trained'])} | {m['delta']:+.4g} | "
                         f"[{m['ci'][0]:+.4g}, {m['ci'][1]:+.4g}] |")
         if "mcnemar" in result:
             mc = result["mcnemar"]
@@ -127,11 +130,9 @@ def markdown(comparison: dict, level: float = LEVEL) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def headline(comparison: dict, level: float = LEVEL) -> list[str]:
+def summary_lines(comparison: dict, level: float = LEVEL) -> list[str]:
     """One line per benchmark metric: base -> trained, the change and its CI (what `silkie run` ends with)."""
-    def num(x):
-        return f"{x:.{DIGITS}g}" if abs(x) < 1 else f"{x:.2f}" if abs(x) < 100 else f"{x:.1f}"
-    return [f"{name} {metric}: {num(m['base'])} -> {num(m['trained'])} ({m['delta']:+.3g}, "
+    return [f"{name} {metric}: {_number(m['base'])} -> {_number(m['trained'])} ({m['delta']:+.3g}, "
             f"{round(100 * level)}% CI [{m['ci'][0]:+.3g}, {m['ci'][1]:+.3g}])"
             for name, result in comparison.items() for metric, m in result["metrics"].items()]
 
